@@ -1,0 +1,7 @@
+"""`python -m sft_ui ...`"""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Gradio Blocks studio: one module per tab, each `build(...)` returns its components."""
