@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
@@ -13,11 +12,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from . import __version__
+from . import __version__, catalog
 from .config import ConfigError, JobConfig, apply_overrides, parse_config
 from .data import DatasetError
 from .jobs import JobManager
-from .presets import get_preset, list_presets
 from .status import InvalidTransition, JobNotFound, JobStatus
 from .system import system_info
 
@@ -91,14 +89,10 @@ def _resolve_config(manager: JobManager, body: TrainRequest) -> JobConfig:
 
 
 def _find_config(manager: JobManager, config_id: str) -> dict[str, Any]:
-    preset = get_preset(config_id)
-    if preset is not None:
-        return preset
-    saved = manager.store.get_config(config_id)
-    if saved is None:
-        raise ApiError(404, f"config {config_id!r} not found")
-    return {"config_id": saved["config_id"], "name": saved["name"], "read_only": False,
-            "config": json.loads(saved["config_json"]), "updated_at": saved["updated_at"]}
+    try:
+        return catalog.find_config(manager.store, config_id)
+    except catalog.ConfigNotFound as exc:
+        raise ApiError(404, str(exc)) from None
 
 
 def build_router(manager: JobManager) -> APIRouter:
@@ -151,22 +145,20 @@ def build_router(manager: JobManager) -> APIRouter:
     @router.post("/configs", status_code=201, summary="Save a named config")
     def save_config(body: SaveConfigRequest, overwrite: bool = False) -> dict[str, Any]:
         config = parse_config(body.config)
-        if get_preset(body.name) is not None:
-            raise ApiError(409, f"'{body.name}' is a built-in preset name; choose another name")
         try:
-            config_id = manager.store.save_config(f"cfg-{secrets.token_hex(4)}", body.name, config.to_dict(),
-                                                  overwrite)
+            config_id = catalog.save_config(manager.store, body.name, config, overwrite)
+        except catalog.ReadOnlyConfig as exc:
+            raise ApiError(409, str(exc)) from None
+        except ValueError as exc:
+            raise ApiError(422, str(exc)) from None
         except FileExistsError:
             raise ApiError(409, f"a config named '{body.name}' exists; use ?overwrite=true to replace it") from None
-        manager._bump()
+        manager.touch()
         return {"config_id": config_id, "name": body.name}
 
     @router.get("/configs", summary="Saved configs and built-in presets")
     def list_configs() -> dict[str, Any]:
-        saved = [{"config_id": c["config_id"], "name": c["name"], "read_only": False,
-                  "config": json.loads(c["config_json"]), "updated_at": c["updated_at"]}
-                 for c in manager.store.list_configs()]
-        return {"configs": list_presets() + saved}
+        return {"configs": catalog.all_configs(manager.store)}
 
     @router.get("/configs/{config_id}", summary="One config")
     def get_config(config_id: str) -> dict[str, Any]:
@@ -174,11 +166,13 @@ def build_router(manager: JobManager) -> APIRouter:
 
     @router.delete("/configs/{config_id}", summary="Delete a saved config")
     def delete_config(config_id: str) -> dict[str, Any]:
-        if get_preset(config_id) is not None:
-            raise ApiError(403, f"'{config_id}' is a built-in preset and cannot be deleted")
-        if not manager.store.delete_config(config_id):
-            raise ApiError(404, f"config {config_id!r} not found")
-        manager._bump()
+        try:
+            catalog.delete_config(manager.store, config_id)
+        except catalog.ReadOnlyConfig as exc:
+            raise ApiError(403, str(exc)) from None
+        except catalog.ConfigNotFound as exc:
+            raise ApiError(404, str(exc)) from None
+        manager.touch()
         return {"config_id": config_id, "deleted": True}
 
     @router.get("/health", summary="Liveness and queue counts")

@@ -7,6 +7,7 @@ from its events, and turns Ctrl-C into a clean stop with a checkpoint. No torch 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -74,11 +75,12 @@ class ProgressPrinter:
 
 
 def _attempts_so_far(job_dir: Path) -> int:
-    try:
-        with (job_dir / EVENTS_FILE).open("rb") as fh:
-            return sum(1 for line in fh if line.startswith(b'{"type":"start"'))
-    except OSError:
-        return 0
+    """The highest attempt number recorded in the job's events (0 for a new job)."""
+    tailer = EventTailer(job_dir / EVENTS_FILE)
+    highest = 0
+    while events := tailer.read_new():
+        highest = max([highest, *(int(e.get("attempt") or 0) for e in events)])
+    return highest
 
 
 def run_foreground(job_dir: Path, workspace: Path, resume: bool, grace_s: float, out: TextIO) -> int:
@@ -98,6 +100,7 @@ def run_foreground(job_dir: Path, workspace: Path, resume: bool, grace_s: float,
                 break
             time.sleep(0.2)
     except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not abandon the stop
         out.write("\nstopping: finishing the current step and saving a checkpoint (Ctrl-C again is ignored)\n")
         launcher.stop_and_wait(handle, grace_s)
         for ev in tailer.read_new():
@@ -108,7 +111,8 @@ def run_foreground(job_dir: Path, workspace: Path, resume: bool, grace_s: float,
     if status == "succeeded":
         out.write(f"\nsucceeded: result in {end.get('final_dir')}\n")
     elif status == "stopped":
-        out.write(f"\nstopped at step {end.get('step')}; resume with: python -m sft_ui train --resume {job_dir}\n")
+        at = f" at step {end['step']}" if end.get("step") else " before training started"
+        out.write(f"\nstopped{at}; resume with: python -m sft_ui train --resume {job_dir}\n")
     else:
         out.write(f"\nfailed (exit code {code}); last lines of {job_dir / LOG_FILE}:\n"
                   f"{tail_text(job_dir / LOG_FILE, 15)}\n")

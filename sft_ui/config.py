@@ -202,11 +202,11 @@ def _rule(name: str) -> str:
             val = getattr(meta, attr, None)
             if val is not None:
                 parts.append(f"{sym} {val:g}" if isinstance(val, float) else f"{sym} {val}")
-        unit = "items" if _kind_and_choices(JobConfig.model_fields[name].annotation)[0] == "list" else "characters"
+        unit = "item(s)" if _kind_and_choices(JobConfig.model_fields[name].annotation)[0] == "list" else "characters"
         for attr, what in (("min_length", "at least"), ("max_length", "at most")):
             val = getattr(meta, attr, None)
             if val is not None:
-                parts.append(f"{what} {val} {unit}")
+                parts.append(f"{what} {val} {unit if unit != 'item(s)' else ('item' if val == 1 else 'items')}")
     return " and ".join(parts)
 
 
@@ -310,6 +310,9 @@ def load_json(text: str) -> JobConfig:
 
 def apply_overrides(config: JobConfig, overrides: dict[str, Any]) -> JobConfig:
     """A new config with `overrides` applied; validated as a whole."""
+    overrides = dict(overrides)
+    if "torch_dtype" in overrides and "dtype" not in overrides:
+        overrides["dtype"] = overrides.pop("torch_dtype")
     return parse_config({**config.to_dict(), **overrides})
 
 
@@ -319,6 +322,9 @@ def parse_set_option(text: str) -> tuple[str, Any]:
     key = key.strip()
     if not sep or not key:
         raise ConfigError([FieldError("--set", f"--set expects key=value, got {text!r}")])
+    spec = next((s for s in field_specs() if s.name == key), None)
+    if spec is not None and spec.kind == "str":
+        return key, raw.strip()  # a name like 2024 stays text
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:

@@ -75,7 +75,7 @@ def resolve_local(name: str) -> Path | None:
 # ---- raw rows, read lazily ----------------------------------------------------------------------------
 def _decode(raw: bytes, source: str, row: int) -> str:
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8-sig" if row == 1 else "utf-8")  # tolerate a byte-order mark
     except UnicodeDecodeError:
         raise DatasetError(source, "not valid UTF-8 text", row) from None
 
@@ -108,7 +108,7 @@ def _json_rows(path: Path) -> Iterator[tuple[int, Any]]:
 
 def _csv_rows(path: Path) -> Iterator[tuple[int, Any]]:
     with path.open("rb") as fh:
-        text_stream = io.TextIOWrapper(fh, encoding="utf-8", newline="")
+        text_stream = io.TextIOWrapper(fh, encoding="utf-8-sig", newline="")
         try:
             reader = csv.DictReader(text_stream)
             for rowno, row in enumerate(reader, start=1):
@@ -238,7 +238,9 @@ def _sharegpt(turns: Any) -> list[dict[str, str]]:
         role = SHAREGPT_ROLES.get(str(turn["from"]).lower())
         if role is None:
             raise ValueError(f"'conversations' item {i}: 'from' {turn['from']!r} is not human, gpt or system")
-        out.append({"role": role, "content": str(turn["value"])})
+        if not isinstance(turn["value"], str):
+            raise ValueError(f"'conversations' item {i}: 'value' must be text")
+        out.append({"role": role, "content": turn["value"]})
     return _check_messages(out, "conversations")
 
 
@@ -247,9 +249,10 @@ def convert_row(row: Any, fmt: str) -> dict[str, Any]:
     if not isinstance(row, dict):
         raise ValueError(f"each row must be an object, got {type(row).__name__}")
     if fmt == "messages":
-        if "messages" not in row:
+        key = "messages" if "messages" in row or "conversations" not in row else "conversations"
+        if key not in row:
             raise ValueError("missing 'messages'")
-        return {"messages": _check_messages(row["messages"])}
+        return {"messages": _check_messages(row[key], key)}
     if fmt == "sharegpt":
         if "conversations" not in row:
             raise ValueError("missing 'conversations'")

@@ -50,8 +50,8 @@ class EventWriter:
         self.attempt = attempt
         self._fh = path.open("a", encoding="utf-8")
 
-    def emit(self, kind: str, **fields: Any) -> dict[str, Any]:
-        event = _clean({"type": kind, "time": round(time.time(), 3), "attempt": self.attempt, **fields})
+    def emit(self, event_type: str, /, **fields: Any) -> dict[str, Any]:
+        event = _clean({"type": event_type, "time": round(time.time(), 3), "attempt": self.attempt, **fields})
         self._fh.write(json.dumps(event, separators=(",", ":")) + "\n")
         self._fh.flush()
         return event

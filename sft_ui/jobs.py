@@ -72,6 +72,10 @@ class JobManager:
     def _bump(self) -> None:
         self.revision += 1
 
+    def touch(self) -> None:
+        """Tell pollers that something they show (e.g. the saved configs) changed."""
+        self._bump()
+
     # ---- commands -----------------------------------------------------------------------------------------
     def check_config(self, config: JobConfig) -> JobConfig:
         """Server-side rules on top of JobConfig's own validation; raises ConfigError/DatasetError."""
