@@ -71,7 +71,7 @@ class JobConfig(BaseModel):
     )
     eval_fraction: float = _field(0.0, "dataset", "Share of rows held out for evaluation; 0 disables eval.",
                                   ge=0.0, lt=0.5)
-    max_samples: int | None = _field(None, "dataset", "Use at most this many rows (empty = all).", ge=1)
+    max_samples: int | None = _field(None, "dataset", "Use at most this many rows (empty or 0 = all).", ge=1)
 
     method: Literal["full", "lora", "qlora"] = _field(
         "lora", "method", "full: train all weights; lora: low-rank adapters; qlora: LoRA on a 4-bit model (CUDA only).",
@@ -111,9 +111,9 @@ class JobConfig(BaseModel):
     activation_checkpointing: bool = _field(False, "advanced", "Recompute activations to save memory (~20% slower).")
     logging_steps: int = _field(1, "advanced", "Log loss and learning rate every N steps.", ge=1, le=1_000_000)
     save_steps: int = _field(100, "advanced", "Save a checkpoint every N steps.", ge=1, le=10_000_000)
-    save_total_limit: int | None = _field(2, "advanced", "Keep at most N checkpoints (empty = keep all).", ge=1,
+    save_total_limit: int | None = _field(2, "advanced", "Keep at most N checkpoints (empty or 0 = keep all).", ge=1,
                                           le=1000)
-    eval_steps: int | None = _field(None, "advanced", "Evaluate every N steps (empty = at logging_steps).", ge=1)
+    eval_steps: int | None = _field(None, "advanced", "Evaluate every N steps (empty or 0 = at logging_steps).", ge=1)
     seed: int = _field(42, "advanced", "Random seed for data order and initialisation.", ge=0, le=2**32 - 1)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = _field(
         "auto", "advanced", "Compute precision; auto uses bf16 where supported, fp32 on CPU.",

@@ -74,6 +74,8 @@ def from_widget(spec: FieldSpec, value: Any) -> Any:
         return int(value)
     if spec.kind in ("int", "float") and value in ("", None):
         return None if spec.optional else value
+    if spec.kind == "int" and spec.optional and value == 0:
+        return None  # number widgets show an empty optional as 0; every optional count here is >= 1
     if spec.kind == "str" and isinstance(value, str):
         return value.strip() if spec.name != "name" else value
     return value

@@ -80,7 +80,8 @@ def build() -> JobsTab:
     log = gr.Textbox(label="Log (live)", lines=16, max_lines=16, autoscroll=True, interactive=False,
                      elem_id="job-log", buttons=["copy"])
     with gr.Row():
-        loss_plot = gr.LinePlot(x="step", y="value", color="series", title="Loss", height=260, elem_id="loss-plot")
+        loss_plot = gr.LinePlot(x="step", y="loss", color="curve", title="Loss", height=260, elem_id="loss-plot",
+                                 color_map={"train loss": "#2563eb", "eval loss": "#dc2626"})
         lr_plot = gr.LinePlot(x="step", y="learning_rate", title="Learning rate", height=260, elem_id="lr-plot")
     with gr.Accordion("Config", open=False):
         config_view = gr.Code(language="yaml", interactive=False, elem_id="job-config")
@@ -109,17 +110,17 @@ def detail_view(manager: JobManager, job_id: str | None) -> list[Any]:
             job = None
     if job is None:
         off = gr.update(interactive=False)
-        empty_loss, empty_lr = metrics_frames([])
-        return [progress_html(None), off, off, off, off, "", empty_loss, empty_lr, ""]
+        return [progress_html(None), off, off, off, off, "", None, None, ""]
     status = JobStatus(job["status"])
     loss, lr = metrics_frames(manager.metrics(job["job_id"]))
+    # an empty frame would fix the colour legend's domain in the browser: send nothing until points exist
     return [
         progress_html(job),
         gr.update(interactive=status in (JobStatus.QUEUED, JobStatus.RUNNING)),
         gr.update(interactive=bool(job["resumable"])),
         gr.update(interactive=status.is_terminal() or status == JobStatus.QUEUED),
         gr.update(interactive=True),
-        job_summary_md(job), loss, lr,
+        job_summary_md(job), loss if len(loss) else None, lr if len(lr) else None,
         yaml.safe_dump(job["config"], sort_keys=False),
     ]
 

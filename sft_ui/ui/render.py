@@ -118,9 +118,11 @@ def metrics_frames(points: list[dict[str, Any]], max_points: int = 2000) -> tupl
                 loss_rows.append((p["step"], p["loss"], "train loss"))
             if isinstance(p.get("learning_rate"), (int, float)):
                 lr_rows.append((p["step"], p["learning_rate"]))
-    loss = pd.DataFrame(_thin(loss_rows, max_points), columns=["step", "value", "series"])
+    loss = pd.DataFrame(_thin(loss_rows, max_points), columns=["step", "loss", "curve"])
     lr = pd.DataFrame(_thin(lr_rows, max_points), columns=["step", "learning_rate"])
-    return loss, lr
+    # typed even when empty: the plot reads dtypes to pick a numeric (not categorical) axis
+    return (loss.astype({"step": "int64", "loss": "float64", "curve": "object"}),
+            lr.astype({"step": "int64", "learning_rate": "float64"}))
 
 
 def _thin(rows: list[Any], max_points: int) -> list[Any]:
@@ -137,7 +139,8 @@ def compare_frame(series: dict[str, list[dict[str, Any]]], max_points: int = 200
         pts = [(p["step"], p["loss"], label) for p in points
                if p.get("kind") == "train" and isinstance(p.get("loss"), (int, float))]
         rows.extend(_thin(pts, max_points))
-    return pd.DataFrame(rows, columns=["step", "loss", "job"])
+    frame = pd.DataFrame(rows, columns=["step", "loss", "job"])
+    return frame.astype({"step": "int64", "loss": "float64", "job": "object"})
 
 
 def config_diff(configs: dict[str, dict[str, Any]], only_differences: bool = True) -> pd.DataFrame:
