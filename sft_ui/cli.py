@@ -158,6 +158,78 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def find_job_dir(workspace: Path, job: str) -> Path | None:
+    """A job id (server jobs or CLI runs) or a job directory path."""
+    for candidate in (workspace / "jobs" / job, workspace / "runs" / job, Path(job)):
+        if (candidate / "config.yaml").is_file():
+            return candidate.resolve()
+    return None
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from .inference import InferenceClient, InferenceError
+
+    workspace = Path(args.workspace).resolve() if args.workspace else load_settings().workspace
+    job_dir = find_job_dir(workspace, args.job)
+    if job_dir is None:
+        sys.stderr.write(f"error: no job {args.job!r} in {workspace} (give a job id or a job directory)\n")
+        return EXIT_BAD_INPUT
+    client = InferenceClient(workspace)
+    history: list[dict[str, str]] = [{"role": "system", "content": args.system}] if args.system else []
+    params = {"temperature": args.temperature, "top_p": args.top_p, "max_new_tokens": args.max_new_tokens}
+    try:
+        info = client.load(job_dir, args.result)
+        sys.stdout.write(f"loaded {info['result']} of {job_dir.name} on {info['device']}; empty line or Ctrl-D "
+                         "quits\n")
+        while True:
+            try:
+                prompt = input("you> ").strip()
+            except EOFError:
+                break
+            if not prompt:
+                break
+            history.append({"role": "user", "content": prompt})
+            sys.stdout.write("model> ")
+            answer = ""
+            for piece in client.generate(job_dir, args.result, history, params):
+                answer += piece
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+            sys.stdout.write("\n")
+            history.append({"role": "assistant", "content": answer})
+    except InferenceError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        sys.stdout.write("\n")
+    finally:
+        client.shutdown()
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from .launchers.local import worker_env
+
+    workspace = Path(args.workspace).resolve() if args.workspace else load_settings().workspace
+    job_dir = find_job_dir(workspace, args.job)
+    if job_dir is None:
+        sys.stderr.write(f"error: no job {args.job!r} in {workspace}\n")
+        return EXIT_BAD_INPUT
+    if not args.merge and not args.push:
+        sys.stderr.write("error: nothing to do: give --merge and/or --push REPO_ID\n")
+        return EXIT_BAD_INPUT
+    out = Path(args.out or workspace / "exports" / f"{job_dir.name}-merged").resolve()
+    argv = [sys.executable, "-m", "sft_ui.worker.export", str(job_dir), "--out", str(out), "--workspace",
+            str(workspace)] + (["--result", args.result] if args.result else []) + (["--merge"] if args.merge else [])
+    argv += (["--push", args.push] + (["--private"] if args.private else [])) if args.push else []
+    code = subprocess.call(argv, env=worker_env(workspace))  # the token, if any, stays in HF_TOKEN
+    if code == 0 and args.merge:
+        sys.stdout.write(f"merged model: {out}\n")
+    return code
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from .server import serve_main
 
@@ -177,6 +249,24 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("config")
     validate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     validate.set_defaults(func=cmd_validate)
+    chat = sub.add_parser("chat", help="chat with a job's result in the terminal (streaming)")
+    chat.add_argument("job", help="job id or job directory")
+    chat.add_argument("--result", help="final (default) or checkpoint-N")
+    chat.add_argument("--system", default="", help="system prompt")
+    chat.add_argument("--temperature", type=float, default=0.7)
+    chat.add_argument("--top-p", type=float, default=0.9)
+    chat.add_argument("--max-new-tokens", type=int, default=128)
+    chat.add_argument("--workspace")
+    chat.set_defaults(func=cmd_chat)
+    export = sub.add_parser("export", help="merge a LoRA result into its base model and/or push it to the Hub")
+    export.add_argument("job", help="job id or job directory")
+    export.add_argument("--merge", action="store_true", help="save a full merged model (safetensors + tokenizer)")
+    export.add_argument("--out", help="folder for the merged model (default WORKSPACE/exports/JOB-merged)")
+    export.add_argument("--result", help="final (default) or checkpoint-N")
+    export.add_argument("--push", metavar="REPO_ID", help="push to the Hub (token from HF_TOKEN)")
+    export.add_argument("--private", action="store_true", help="create the Hub repo as private")
+    export.add_argument("--workspace")
+    export.set_defaults(func=cmd_export)
     serve = sub.add_parser("serve", help="serve the web studio and REST API (same as python app.py)")
     serve.add_argument("rest", nargs=argparse.REMAINDER, help="options for the server (see --help there)")
     serve.set_defaults(func=cmd_serve)

@@ -14,6 +14,9 @@ from fastapi import FastAPI
 
 from . import __version__
 from .api import build_router, install_error_handlers
+from .api_results import build_results_router
+from .exports import ExportManager
+from .inference import InferenceClient
 from .jobs import JobManager
 from .settings import Settings, load_settings
 from .system import gpus
@@ -22,20 +25,25 @@ log = logging.getLogger(__name__)
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-def create_app(settings: Settings, manager: JobManager, with_ui: bool = True) -> FastAPI:
+def create_app(settings: Settings, manager: JobManager, with_ui: bool = True,
+               inference: InferenceClient | None = None, exports: ExportManager | None = None) -> FastAPI:
     """The FastAPI app with the API routes and (optionally) the Gradio UI mounted at /."""
+    inference = inference or InferenceClient(settings.workspace)
+    exports = exports or ExportManager(settings.workspace)
     app = FastAPI(title="sft_ui", version=__version__, description="Supervised fine-tuning studio (TRL) REST API")
+    app.state.inference = inference
     install_error_handlers(app)
     app.include_router(build_router(manager))
+    app.include_router(build_results_router(manager, inference, exports))
     if with_ui:
         import gradio as gr
 
-        from .ui.app import build_ui
+        from .ui.app import CSS, build_ui
 
-        blocks = build_ui(manager, settings)
+        blocks = build_ui(manager, settings, inference, exports)
         blocks.queue(default_concurrency_limit=4, max_size=256)
         app = gr.mount_gradio_app(app, blocks, path="/", max_file_size=f"{settings.max_upload_mb}mb",
-                                  ssr_mode=False, show_error=True)
+                                  ssr_mode=False, show_error=True, enable_monitoring=False, css=CSS)
     return app
 
 
@@ -84,4 +92,5 @@ def serve_main(argv: list[str] | None = None) -> int:
         uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", timeout_graceful_shutdown=2)
     finally:
         manager.close()
+        app.state.inference.shutdown()
     return 0

@@ -7,9 +7,11 @@ from typing import Any
 import gradio as gr
 
 from ..config import parse_config
+from ..exports import ExportManager
+from ..inference import InferenceClient
 from ..jobs import JobManager
 from ..settings import Settings
-from . import client_api, compare_tab, configs_tab, jobs_tab, system_tab, train_tab
+from . import chat_tab, client_api, compare_tab, configs_tab, jobs_tab, system_tab, train_tab
 
 CSS = """
 .sft-errors { color: #b91c1c; }
@@ -19,7 +21,10 @@ TICK_S = 1.0
 SYSTEM_TICK_S = 5.0
 
 
-def build_ui(manager: JobManager, settings: Settings) -> gr.Blocks:
+def build_ui(manager: JobManager, settings: Settings, inference: InferenceClient | None = None,
+             exports: ExportManager | None = None) -> gr.Blocks:
+    inference = inference or InferenceClient(settings.workspace)
+    exports = exports or ExportManager(settings.workspace)
     with gr.Blocks(title="sft_ui · fine-tuning studio") as blocks:
         gr.Markdown("## sft_ui · supervised fine-tuning studio\nTrain with TRL in a background worker; jobs "
                     "survive restarts and keep training when you close this page.")
@@ -30,6 +35,8 @@ def build_ui(manager: JobManager, settings: Settings) -> gr.Blocks:
                 train = train_tab.build(manager, settings)
             with gr.Tab("Jobs", id="jobs"):
                 jobs = jobs_tab.build()
+            with gr.Tab("Chat & export", id="chat"):
+                chat = chat_tab.build()
             with gr.Tab("Compare", id="compare"):
                 comp = compare_tab.build()
             with gr.Tab("Configs", id="configs"):
@@ -39,13 +46,13 @@ def build_ui(manager: JobManager, settings: Settings) -> gr.Blocks:
         train_tab.wire(train, manager, settings)
         jobs_tab.wire(jobs, manager, timer)
         compare_tab.wire(comp, manager)
+        chat_tab.wire(chat, manager, inference, exports)
         system_tab.wire(system, settings, system_timer)
         _wire_cross_tab(manager, tabs, train, jobs, configs)
         client_api.register(manager)
         blocks.load(lambda: [gr.update(choices=train_tab.preset_choices(manager)),
                              gr.update(choices=compare_tab.job_choices(manager))], None,
                     [train.preset, comp.jobs], api_visibility="private", show_progress="hidden")
-    blocks.css = CSS
     return blocks
 
 

@@ -1,0 +1,111 @@
+"""REST routes for trying and shipping a result: streaming chat and exports."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import APIRouter, Header
+from fastapi.responses import FileResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from .api import ApiError
+from .exports import ExportError, ExportManager
+from .inference import InferenceClient, InferenceError
+from .jobs import JobManager
+from .results import ResultError, resolve_result
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(..., max_length=100_000)
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    messages: list[ChatMessage] = Field(..., min_length=1, max_length=200)
+    result: str | None = Field(None, description="'final' (default) or 'checkpoint-N'")
+    use_base: bool = Field(False, description="answer with the base model instead (adapter disabled)")
+    temperature: float = Field(0.7, ge=0.0, le=5.0)
+    top_p: float = Field(0.9, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(128, ge=1, le=4096)
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
+
+
+class ExportRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["adapter_zip", "merge", "push"]
+    result: str | None = None
+    repo_id: str | None = Field(None, description="for push: 'user-or-org/name'")
+    private: bool = True
+    merged: bool = Field(False, description="for push: push the merged model instead of the adapter")
+
+
+def _job_dir(manager: JobManager, job_id: str) -> Path:
+    return Path(manager.get(job_id)["job_dir"])  # JobNotFound -> 404
+
+
+def build_results_router(manager: JobManager, inference: InferenceClient, exports: ExportManager) -> APIRouter:
+    router = APIRouter(prefix="/api/sft")
+
+    @router.post("/jobs/{job_id}/chat", summary="Chat with a job's result (Server-Sent Events of text pieces)")
+    def chat(job_id: str, body: ChatRequest) -> StreamingResponse:
+        job_dir = _job_dir(manager, job_id)
+        try:
+            resolve_result(job_dir, body.result)
+        except ResultError as exc:
+            raise ApiError(409, str(exc)) from None
+        params = {"temperature": body.temperature, "top_p": body.top_p, "max_new_tokens": body.max_new_tokens,
+                  "seed": body.seed}
+        messages = [m.model_dump() for m in body.messages]
+
+        def frames() -> Iterator[str]:
+            pieces = inference.generate(job_dir, body.result, messages, params, body.use_base)
+            try:
+                for piece in pieces:
+                    yield f"event: token\ndata: {json.dumps({'text': piece})}\n\n"
+                yield "event: done\ndata: {}\n\n"
+            except InferenceError as exc:
+                yield f"event: error\ndata: {json.dumps({'detail': str(exc)})}\n\n"
+            finally:
+                pieces.close()
+
+        return StreamingResponse(frames(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+    @router.post("/jobs/{job_id}/export", status_code=202, summary="Export a result: zip, merge, or push")
+    def export(job_id: str, body: ExportRequest, x_hf_token: str | None = Header(None)) -> dict[str, Any]:
+        job_dir = _job_dir(manager, job_id)
+        try:
+            if body.kind == "adapter_zip":
+                return exports.adapter_zip(job_id, job_dir, body.result).view()
+            if body.kind == "push" and not body.repo_id:
+                raise ExportError("repo_id is required for a push")
+            found = exports.start(job_id, job_dir, body.result, merge=body.kind == "merge" or body.merged,
+                                  repo_id=body.repo_id if body.kind == "push" else None, private=body.private,
+                                  token=x_hf_token)
+            return found.view()
+        except ExportError as exc:
+            raise ApiError(409 if "no result" in str(exc) else 422, str(exc)) from None
+
+    @router.get("/exports/{export_id}", summary="Status of an export")
+    def export_status(export_id: str) -> dict[str, Any]:
+        try:
+            return exports.get(export_id).view()
+        except KeyError:
+            raise ApiError(404, f"export {export_id!r} not found") from None
+
+    @router.get("/exports/{export_id}/download", summary="Download an adapter zip")
+    def export_download(export_id: str) -> FileResponse:
+        try:
+            found = exports.get(export_id)
+        except KeyError:
+            raise ApiError(404, f"export {export_id!r} not found") from None
+        if found.kind != "adapter_zip" or not found.out.is_file():
+            raise ApiError(409, "only a finished adapter_zip export can be downloaded; merged models stay on disk "
+                                f"at {found.out}")
+        return FileResponse(found.out, filename=found.out.name, media_type="application/zip")
+
+    return router
