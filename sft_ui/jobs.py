@@ -22,6 +22,7 @@ from .events import EVENTS_FILE, LOG_FILE, EventTailer, latest_checkpoint, read_
 from .ingest import digest
 from .jobdirs import create_job_dir, new_job_id, remove_job_dir
 from .launchers.local import LocalLauncher, WorkerHandle
+from .paths import confine_config
 from .settings import Settings
 from .status import FINISHED, RESUMABLE, ErrorKind, InvalidTransition, JobStatus
 from .store import SqliteStore
@@ -82,6 +83,7 @@ class JobManager:
         if config.trust_remote_code and not self.settings.allow_remote_code:
             raise ConfigError([FieldError("trust_remote_code", "trust_remote_code is refused: start the server "
                                                                "with --allow-remote-code to permit it")])
+        config = confine_config(config, self.settings)
         if self.settings.demo:
             steps = self.settings.demo_max_steps
             if config.max_steps < 0 or config.max_steps > steps:

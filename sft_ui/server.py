@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from . import __version__
 from .api import build_router, install_error_handlers
 from .api_results import build_results_router
+from .auth import BasicAuthMiddleware, parse_users
 from .exports import ExportManager
 from .inference import InferenceClient
 from .jobs import JobManager
@@ -35,6 +36,9 @@ def create_app(settings: Settings, manager: JobManager, with_ui: bool = True,
     install_error_handlers(app)
     app.include_router(build_router(manager))
     app.include_router(build_results_router(manager, inference, exports))
+    users = parse_users(settings.auth)
+    if users:
+        app.add_middleware(BasicAuthMiddleware, users=users)
     if with_ui:
         import gradio as gr
 
@@ -43,7 +47,8 @@ def create_app(settings: Settings, manager: JobManager, with_ui: bool = True,
         blocks = build_ui(manager, settings, inference, exports)
         blocks.queue(default_concurrency_limit=4, max_size=256)
         app = gr.mount_gradio_app(app, blocks, path="/", max_file_size=f"{settings.max_upload_mb}mb",
-                                  ssr_mode=False, show_error=True, enable_monitoring=False, css=CSS)
+                                  ssr_mode=False, show_error=True, enable_monitoring=False, css=CSS,
+                                  auth=list(users.items()) or None)
     return app
 
 
@@ -73,6 +78,7 @@ def serve_main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         settings = settings_from_args(args)
+        parse_users(settings.auth)
     except ValueError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2

@@ -77,6 +77,16 @@ class Settings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
+def _auth_spec(env: dict[str, str]) -> str | None:
+    """SFT_UI_AUTH, or the contents of SFT_UI_AUTH_FILE (one user:password per line)."""
+    if env.get("SFT_UI_AUTH_FILE"):
+        try:
+            return Path(env["SFT_UI_AUTH_FILE"]).read_text(encoding="utf-8").strip() or None
+        except OSError as exc:
+            raise ValueError(f"SFT_UI_AUTH_FILE cannot be read: {exc.strerror}") from None
+    return env.get("SFT_UI_AUTH") or None
+
+
 def load_settings(env: dict[str, str] | None = None) -> Settings:
     """Settings from the environment; raises ValueError naming a malformed variable."""
     env = dict(os.environ) if env is None else env
@@ -92,7 +102,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         demo=demo,
         max_upload_mb=max(1, _env_int(env, "SFT_UI_MAX_UPLOAD_MB", 100)),
         allow_remote_code=env.get("SFT_UI_ALLOW_REMOTE_CODE", "").lower() in ("1", "true", "yes"),
-        auth=env.get("SFT_UI_AUTH") or None,
+        auth=_auth_spec(env),
         data_dirs=data_dirs,
     )
     if demo:

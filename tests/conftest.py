@@ -72,3 +72,14 @@ def no_leftover_processes(tmp_path: Path) -> Iterator[None]:
     for proc in left:
         proc.kill()
     assert not left, f"processes left running: {[p.pid for p in left]}"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--full", action="store_true", default=False,
+                     help="run the reliability/load suites with their full counts (CI runs reduced ones)")
+
+
+@pytest.fixture(scope="session")
+def full_run(request: pytest.FixtureRequest) -> bool:
+    """True under --full: suites use the issue's counts instead of CI's reduced ones."""
+    return bool(request.config.getoption("--full"))

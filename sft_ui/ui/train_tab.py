@@ -15,6 +15,7 @@ from .. import catalog
 from ..config import EMBEDDED_MODEL, ConfigError, JobConfig, parse_config
 from ..data import FILE_SUFFIXES, DatasetError, preview, sample_names
 from ..jobs import JobManager
+from ..paths import confine, looks_like_path
 from ..settings import Settings
 from .form import ConfigForm, build_form
 from .formdata import values_to_config, values_to_dict
@@ -144,7 +145,10 @@ def wire(tab: TrainTab, manager: JobManager, settings: Settings) -> None:
     def do_preview(name: str, fmt: str, mapping_text: str, split: str) -> tuple[Any, str]:
         try:
             mapping = values_to_dict_partial(mapping_text)
-            found = preview(name.strip(), fmt or "auto", mapping, n=8, split=split or "train")
+            name = name.strip()
+            if looks_like_path(name):
+                name = str(confine(name, settings, "dataset_name"))
+            found = preview(name, fmt or "auto", mapping, n=8, split=split or "train")
         except (DatasetError, ConfigError) as exc:
             return preview_frame([]), f"<div class='sft-errors'>❌ {exc}</div>"
         except (OSError, ValueError) as exc:
