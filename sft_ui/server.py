@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -85,7 +86,7 @@ def serve_main(argv: list[str] | None = None) -> int:
     if settings.host not in LOOPBACK and not settings.auth:
         sys.stderr.write(f"warning: binding to {settings.host} exposes training (which runs code) to the network "
                          "without a password. Set SFT_UI_AUTH=user:password, or pass --insecure if you mean it.\n")
-        if not args.insecure:
+        if not (args.insecure or os.environ.get("SPACE_ID")):  # a Space is public by design
             return 2
     import uvicorn
 
