@@ -166,13 +166,20 @@ def find_job_dir(workspace: Path, job: str) -> Path | None:
     return None
 
 
-def cmd_chat(args: argparse.Namespace) -> int:
-    from .inference import InferenceClient, InferenceError
-
+def _job_args(args: argparse.Namespace) -> tuple[Path, Path | None]:
+    """(workspace, job dir or None after printing why) for commands that take a JOB argument."""
     workspace = Path(args.workspace).resolve() if args.workspace else load_settings().workspace
     job_dir = find_job_dir(workspace, args.job)
     if job_dir is None:
         sys.stderr.write(f"error: no job {args.job!r} in {workspace} (give a job id or a job directory)\n")
+    return workspace, job_dir
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from .inference import InferenceClient, InferenceError
+
+    workspace, job_dir = _job_args(args)
+    if job_dir is None:
         return EXIT_BAD_INPUT
     client = InferenceClient(workspace)
     history: list[dict[str, str]] = [{"role": "system", "content": args.system}] if args.system else []
@@ -212,10 +219,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     from .launchers.local import worker_env
 
-    workspace = Path(args.workspace).resolve() if args.workspace else load_settings().workspace
-    job_dir = find_job_dir(workspace, args.job)
+    workspace, job_dir = _job_args(args)
     if job_dir is None:
-        sys.stderr.write(f"error: no job {args.job!r} in {workspace}\n")
         return EXIT_BAD_INPUT
     if not args.merge and not args.push:
         sys.stderr.write("error: nothing to do: give --merge and/or --push REPO_ID\n")

@@ -97,14 +97,7 @@ def _wire_cross_tab(manager: JobManager, tabs: gr.Tabs, train: train_tab.TrainTa
                            api_name="save_config")
 
     def load(config_id: str | None) -> list[Any]:
-        if not config_id:
-            raise gr.Error("Pick a config first.")
-        from .. import catalog
-
-        try:
-            found = catalog.find_config(manager.store, config_id)
-        except catalog.ConfigNotFound as exc:
-            raise gr.Error(str(exc)) from None
+        found = configs_tab.find(manager, config_id)
         return [*train.form.updates(parse_config(found["config"])), gr.update(value=config_id),
                 gr.Tabs(selected="train")]
 

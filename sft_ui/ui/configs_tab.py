@@ -93,13 +93,18 @@ def import_yaml(manager: JobManager, path: str | None) -> str:
     return config_id
 
 
-def download(manager: JobManager, config_id: str | None) -> str:
+def find(manager: JobManager, config_id: str | None) -> dict[str, Any]:
+    """The picked config, or a gr.Error saying what is wrong."""
     if not config_id:
         raise gr.Error("Pick a config first.")
     try:
-        found = catalog.find_config(manager.store, config_id)
+        return catalog.find_config(manager.store, config_id)
     except catalog.ConfigNotFound as exc:
         raise gr.Error(str(exc)) from None
+
+
+def download(manager: JobManager, config_id: str | None) -> str:
+    found = find(manager, config_id)
     safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in found["name"])[:60] or "config"
     out = Path(tempfile.mkdtemp(prefix="sft-ui-config-")) / f"{safe}.yaml"
     out.write_text(parse_config(found["config"]).to_yaml(), encoding="utf-8")
