@@ -266,16 +266,24 @@ class SqliteStore:
 
     # ---- saved configs -----------------------------------------------------------------------------------
     def save_config(self, config_id: str, name: str, config: dict[str, Any], overwrite: bool = False) -> str:
+        """Insert or (with overwrite) replace by name, atomically; FileExistsError for a taken name."""
         conn, now = self.connect(), self.now()
-        existing = conn.execute("SELECT config_id FROM configs WHERE name = ?", (name,)).fetchone()
-        if existing and not overwrite:
-            raise FileExistsError(name)
-        if existing:
-            conn.execute("UPDATE configs SET config_json = ?, updated_at = ? WHERE config_id = ?",
-                         (json.dumps(config), now, existing[0]))
-            return str(existing[0])
-        conn.execute("INSERT INTO configs (config_id, name, config_json, created_at, updated_at) "
-                     "VALUES (?, ?, ?, ?, ?)", (config_id, name, json.dumps(config), now, now))
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            existing = conn.execute("SELECT config_id FROM configs WHERE name = ?", (name,)).fetchone()
+            if existing and not overwrite:
+                raise FileExistsError(name)
+            if existing:
+                conn.execute("UPDATE configs SET config_json = ?, updated_at = ? WHERE config_id = ?",
+                             (json.dumps(config), now, existing[0]))
+                config_id = str(existing[0])
+            else:
+                conn.execute("INSERT INTO configs (config_id, name, config_json, created_at, updated_at) "
+                             "VALUES (?, ?, ?, ?, ?)", (config_id, name, json.dumps(config), now, now))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
         return config_id
 
     def list_configs(self) -> list[dict[str, Any]]:
@@ -288,7 +296,7 @@ class SqliteStore:
         return dict(row) if row else None
 
     def delete_config(self, config_id: str) -> bool:
-        cur = self.connect().execute("DELETE FROM configs WHERE config_id = ?", (config_id,))
+        cur = self.connect().execute("DELETE FROM configs WHERE config_id = ? OR name = ?", (config_id, config_id))
         return cur.rowcount == 1
 
     def integrity_ok(self) -> bool:
