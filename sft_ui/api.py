@@ -132,8 +132,14 @@ def build_router(manager: JobManager) -> APIRouter:
         return manager.read_log(job_id, offset, max_bytes)
 
     @router.get("/jobs/{job_id}/metrics", summary="Metric points after a step")
-    def job_metrics(job_id: str, since_step: int = Query(-1, ge=-1)) -> dict[str, Any]:
-        return {"points": manager.metrics(job_id, since_step)}
+    def job_metrics(job_id: str, since_step: int = Query(-1, ge=-1),
+                    limit: int = Query(5000, ge=1, le=100_000)) -> dict[str, Any]:
+        points = manager.metrics(job_id, since_step, limit + 1)
+        more = len(points) > limit
+        points = points[:limit]
+        if more and points and any(p["step"] != points[-1]["step"] for p in points):
+            points = [p for p in points if p["step"] != points[-1]["step"]]  # never split one step's points
+        return {"points": points, "next_since_step": points[-1]["step"] if more and points else None}
 
     @router.get("/jobs/{job_id}/stream", summary="Server-Sent Events: log text and metric points")
     async def job_stream(job_id: str, request: Request) -> StreamingResponse:

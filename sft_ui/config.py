@@ -15,6 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: ~10x faster
+_YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 EMBEDDED_MODEL = "embedded:tiny-llama"
 SAMPLE_CHAT = "sample:chat"
 
@@ -153,7 +155,7 @@ class JobConfig(BaseModel):
         return data
 
     def to_yaml(self, only_changed: bool = False) -> str:
-        return yaml.safe_dump(self.to_dict(only_changed), sort_keys=False, allow_unicode=True)
+        return yaml.dump(self.to_dict(only_changed), Dumper=_YAML_DUMPER, sort_keys=False, allow_unicode=True)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -292,7 +294,7 @@ def parse_config(data: Any) -> JobConfig:
 
 def load_yaml(text: str) -> JobConfig:
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_YAML_LOADER)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""

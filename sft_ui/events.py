@@ -42,6 +42,12 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _ends_with_newline(path: Path) -> bool:
+    with path.open("rb") as fh:
+        fh.seek(-1, os.SEEK_END)
+        return fh.read(1) == b"\n"
+
+
 class EventWriter:
     """Appends events; each line is written whole and flushed so tailers see it at once."""
 
@@ -49,6 +55,8 @@ class EventWriter:
         self.path = path
         self.attempt = attempt
         self._fh = path.open("a", encoding="utf-8")
+        if self._fh.tell() > 0 and not _ends_with_newline(path):
+            self._fh.write("\n")  # end a line torn by a killed writer, so our first event stands alone
 
     def emit(self, event_type: str, /, **fields: Any) -> dict[str, Any]:
         event = _clean({"type": event_type, "time": round(time.time(), 3), "attempt": self.attempt, **fields})
@@ -101,9 +109,13 @@ class EventTailer:
 def write_exit(job_dir: Path, exit_code: int, status: str) -> None:
     """Atomically record how the worker ended, so a restarted server can learn it later."""
     tmp = job_dir / (EXIT_FILE + ".tmp")
-    tmp.write_text(json.dumps({"exit_code": exit_code, "status": status, "pid": os.getpid(),
-                               "time": round(time.time(), 3)}), encoding="utf-8")
-    os.replace(tmp, job_dir / EXIT_FILE)
+    try:
+        tmp.write_text(json.dumps({"exit_code": exit_code, "status": status, "pid": os.getpid(),
+                                   "time": round(time.time(), 3)}), encoding="utf-8")
+        os.replace(tmp, job_dir / EXIT_FILE)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def read_exit(job_dir: Path) -> dict[str, Any] | None:

@@ -46,6 +46,7 @@ class JobManager:
         self._tailers: dict[str, EventTailer] = {}
         self._deadlines: dict[str, float] = {}
         self._gpu_of: dict[str, str] = {}
+        self._list_cache: dict[tuple[Any, ...], tuple[list[dict[str, Any]], int]] = {}
         self._stop_loop = threading.Event()
         self._thread: threading.Thread | None = None
         settings.jobs_dir.mkdir(parents=True, exist_ok=True)
@@ -64,11 +65,20 @@ class JobManager:
             self._thread.join(timeout=10)
 
     def _loop(self) -> None:
+        last_error, last_logged = "", 0.0
         while not self._stop_loop.wait(self.settings.poll_interval_s):
             try:
                 self.tick()
-            except Exception:  # one bad tick must not end the loop that every job depends on
-                log.exception("job manager tick failed")
+                last_error = ""
+            except Exception as exc:  # one bad tick must not end the loop that every job depends on
+                text = f"{type(exc).__name__}: {exc}"
+                if text != last_error:
+                    log.exception("job manager tick failed")
+                elif time.monotonic() - last_logged > 30:
+                    log.warning("job manager tick still failing: %s", text)
+                else:
+                    continue
+                last_error, last_logged = text, time.monotonic()
 
     def _bump(self) -> None:
         self.revision += 1
@@ -154,12 +164,21 @@ class JobManager:
         return views.job_view(self.store.get_job(job_id))
 
     def list(self, status: str | None = None, limit: int = 50, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+        """Newest first; answers are reused until the revision moves (pollers ask the same thing often)."""
+        key = (self.revision, self.store.version(), status, limit, offset)
+        cached = self._list_cache.get(key)
+        if cached is not None:
+            return cached
         rows, total = self.store.list_jobs(status, limit, offset)
-        return [views.job_view(r, with_config=False) for r in rows], total
+        answer = ([views.job_view(r, with_config=False) for r in rows], total)
+        if len(self._list_cache) > 32:
+            self._list_cache.clear()  # dict ops are atomic under the GIL; a racing reader just recomputes
+        self._list_cache[key] = answer
+        return answer
 
-    def metrics(self, job_id: str, since_step: int = -1) -> list[dict[str, Any]]:
+    def metrics(self, job_id: str, since_step: int = -1, limit: int = 100_000) -> list[dict[str, Any]]:
         self.store.get_job(job_id)
-        return self.store.metrics(job_id, since_step)
+        return self.store.metrics(job_id, since_step, limit=limit)
 
     def read_log(self, job_id: str, offset: int = 0, max_bytes: int = 256 * 1024) -> dict[str, Any]:
         job = self.store.get_job(job_id)
@@ -200,11 +219,16 @@ class JobManager:
                                                              int(job["events_offset"] or 0)))
         changed = False
         while True:
+            before = tailer.offset
             events = tailer.read_new()
             if not events:
                 return changed
             found = digest(events)
-            self.store.ingest(job_id, found.points, tailer.offset, **found.fields)
+            try:
+                self.store.ingest(job_id, found.points, tailer.offset, **found.fields)
+            except BaseException:
+                tailer.offset = before  # not stored: read these events again next tick
+                raise
             self._bump()
             changed = True
 

@@ -15,22 +15,39 @@ def _description(text: str) -> str:
     return " ".join(lines)
 
 
-def list_presets(directory: Path = PRESETS_DIR) -> list[dict[str, Any]]:
-    """Every valid preset as {config_id, name, description, read_only, config}; invalid files are skipped."""
-    found = []
-    for path in sorted(directory.glob("*.yaml")):
-        text = path.read_text(encoding="utf-8")
-        try:
-            config = load_yaml(text)
-        except ConfigError:
-            continue
-        found.append({"config_id": path.stem, "name": config.name or path.stem, "description": _description(text),
-                      "read_only": True, "config": config.to_dict()})
+_cache: dict[Path, tuple[float, dict[str, Any] | None]] = {}
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    """One preset file, parsed once per modification (lookups happen on every config_id request)."""
+    try:
+        mtime = path.stat().st_mtime
+    except OSError:
+        return None
+    cached = _cache.get(path)
+    if cached is not None and cached[0] == mtime:
+        return cached[1]
+    text = path.read_text(encoding="utf-8")
+    try:
+        config = load_yaml(text)
+        found: dict[str, Any] | None = {"config_id": path.stem, "name": config.name or path.stem,
+                                        "description": _description(text), "read_only": True,
+                                        "config": config.to_dict()}
+    except ConfigError:
+        found = None
+    _cache[path] = (mtime, found)
     return found
 
 
+def list_presets(directory: Path = PRESETS_DIR) -> list[dict[str, Any]]:
+    """Every valid preset as {config_id, name, description, read_only, config}; invalid files are skipped."""
+    return [p for p in (_read(path) for path in sorted(directory.glob("*.yaml"))) if p is not None]
+
+
 def get_preset(config_id: str, directory: Path = PRESETS_DIR) -> dict[str, Any] | None:
-    return next((p for p in list_presets(directory) if p["config_id"] == config_id), None)
+    if not config_id or "/" in config_id or "\\" in config_id or config_id.startswith("."):
+        return None
+    return _read(directory / f"{config_id}.yaml")
 
 
 def preset_config(config_id: str) -> JobConfig | None:

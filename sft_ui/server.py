@@ -25,6 +25,7 @@ from .system import gpus
 
 log = logging.getLogger(__name__)
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+UI_SESSION_CAPACITY = 200
 
 
 def create_app(settings: Settings, manager: JobManager, with_ui: bool = True,
@@ -47,6 +48,7 @@ def create_app(settings: Settings, manager: JobManager, with_ui: bool = True,
 
         blocks = build_ui(manager, settings, inference, exports)
         blocks.queue(default_concurrency_limit=4, max_size=256)
+        blocks.state_session_capacity = UI_SESSION_CAPACITY  # each page load keeps state; bound the memory
         app = gr.mount_gradio_app(app, blocks, path="/", max_file_size=f"{settings.max_upload_mb}mb",
                                   ssr_mode=False, show_error=True, enable_monitoring=False, css=CSS,
                                   auth=list(users.items()) or None)

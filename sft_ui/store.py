@@ -76,6 +76,24 @@ MIGRATIONS: list[str] = [
         updated_at TEXT NOT NULL
     );
     """,
+    # 2: metrics keyed (job, step, kind) so 'since_step' reads a range instead of sorting every row
+    """
+    CREATE TABLE metrics_v2 (
+        job_id TEXT NOT NULL REFERENCES jobs(job_id) ON DELETE CASCADE,
+        step INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        time REAL NOT NULL,
+        loss REAL,
+        learning_rate REAL,
+        data_json TEXT NOT NULL,
+        PRIMARY KEY (job_id, step, kind)
+    ) WITHOUT ROWID;
+    INSERT INTO metrics_v2 (job_id, step, kind, attempt, time, loss, learning_rate, data_json)
+        SELECT job_id, step, kind, attempt, time, loss, learning_rate, data_json FROM metrics;
+    DROP TABLE metrics;
+    ALTER TABLE metrics_v2 RENAME TO metrics;
+    """,
 ]
 
 JOB_COLUMNS = ("job_id", "seq", "name", "status", "config_json", "job_dir", "created_at", "queued_at",
@@ -86,6 +104,12 @@ UPDATABLE = frozenset(JOB_COLUMNS) - {"job_id", "seq", "status", "created_at"}
 
 def utc_iso(ts: float | None = None) -> str:
     return datetime.fromtimestamp(time.time() if ts is None else ts, tz=timezone.utc).isoformat(timespec="seconds")
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back if a transaction is still open (SQLite ends it by itself on a full disk)."""
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
 
 
 class SqliteStore:
@@ -120,7 +144,11 @@ class SqliteStore:
         conn = self.connect()
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            conn.executescript(f"BEGIN IMMEDIATE; {script}; PRAGMA user_version={number}; COMMIT;")
+            try:
+                conn.executescript(f"BEGIN IMMEDIATE; {script}; PRAGMA user_version={number}; COMMIT;")
+            except BaseException:
+                _rollback(conn)
+                raise
 
     def now(self) -> str:
         return utc_iso(self.clock())
@@ -138,7 +166,7 @@ class SqliteStore:
                          "VALUES (?, NULL, 'queued', ?, 'submitted')", (job_id, now))
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
         return self.get_job(job_id)
 
@@ -195,7 +223,7 @@ class SqliteStore:
                              "VALUES (?, ?, ?, ?, ?)", (job_id, expected.value, new.value, now, reason))
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
         if cur.rowcount != 1:
             current = self.get_job(job_id)["status"]  # raises JobNotFound
@@ -221,7 +249,7 @@ class SqliteStore:
                 conn.execute("DELETE FROM transitions WHERE job_id = ?", (job_id,))
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
         if cur.rowcount != 1:
             current = self.get_job(job_id)["status"]
@@ -250,8 +278,18 @@ class SqliteStore:
             conn.execute(f"UPDATE jobs SET {sets} WHERE job_id = ?", [offset, *fields.values(), job_id])
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
+
+    def metric_series(self, job_id: str, max_points: int = 2000) -> list[tuple[int, str, float | None,
+                                                                               float | None]]:
+        """(step, kind, loss, learning_rate) rows for charts, thinned in SQL to about max_points per kind."""
+        conn = self.connect()
+        count, last = conn.execute("SELECT COUNT(*), MAX(step) FROM metrics WHERE job_id = ?", (job_id,)).fetchone()
+        stride = max(1, -(-int(count or 0) // max(1, max_points)))
+        rows = conn.execute("SELECT step, kind, loss, learning_rate FROM metrics WHERE job_id = ? "
+                            "AND (step % ? = 0 OR step = ?) ORDER BY step, kind", (job_id, stride, last)).fetchall()
+        return [tuple(r) for r in rows]
 
     def metrics(self, job_id: str, since_step: int = -1, kind: str | None = None,
                 limit: int = 100_000) -> list[dict[str, Any]]:
@@ -282,7 +320,7 @@ class SqliteStore:
                              "VALUES (?, ?, ?, ?, ?)", (config_id, name, json.dumps(config), now, now))
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
         return config_id
 
@@ -298,6 +336,11 @@ class SqliteStore:
     def delete_config(self, config_id: str) -> bool:
         cur = self.connect().execute("DELETE FROM configs WHERE config_id = ? OR name = ?", (config_id, config_id))
         return cur.rowcount == 1
+
+    def version(self) -> tuple[int, int]:
+        """Moves whenever anything is committed, by this thread's connection or any other."""
+        conn = self.connect()
+        return conn.execute("PRAGMA data_version").fetchone()[0], conn.total_changes
 
     def integrity_ok(self) -> bool:
         return self.connect().execute("PRAGMA integrity_check").fetchone()[0] == "ok"

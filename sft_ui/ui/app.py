@@ -17,6 +17,7 @@ CSS = """
 .sft-errors { color: #b91c1c; }
 #job-log textarea { font-family: ui-monospace, monospace; font-size: 12px; }
 """
+SCROLL_LOG_JS = "() => { const t = document.querySelector('#job-log textarea'); if (t) t.scrollTop = t.scrollHeight; }"
 TICK_S = 1.0
 SYSTEM_TICK_S = 5.0
 
@@ -51,8 +52,12 @@ def build_ui(manager: JobManager, settings: Settings, inference: InferenceClient
         _wire_cross_tab(manager, tabs, train, jobs, configs)
         client_api.register(manager)
         blocks.load(lambda: [gr.update(choices=train_tab.preset_choices(manager)),
-                             gr.update(choices=compare_tab.job_choices(manager))], None,
-                    [train.preset, comp.jobs], api_visibility="private", show_progress="hidden")
+                             gr.update(choices=compare_tab.job_choices(manager)),
+                             gr.update(choices=configs_tab.choices(manager)), configs_tab.table_frame(manager)],
+                    None, [train.preset, comp.jobs, configs.picker, configs.table], api_visibility="private",
+                    show_progress="hidden")
+        # keep the newest log lines in view: scroll the log box down whenever new text arrives
+        jobs.log.change(None, None, None, js=SCROLL_LOG_JS, api_visibility="private", queue=False)
     return blocks
 
 

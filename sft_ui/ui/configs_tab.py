@@ -30,8 +30,9 @@ class ConfigsTab:
 
 
 def table_frame(manager: JobManager) -> pd.DataFrame:
+    found = sorted(catalog.all_configs(manager.store), key=lambda c: c["read_only"])  # yours first, then presets
     rows = [[c["config_id"], c["name"], "preset (read-only)" if c["read_only"] else "saved",
-             c.get("updated_at", "") or "", c.get("description", "")] for c in catalog.all_configs(manager.store)]
+             c.get("updated_at", "") or "", c.get("description", "")] for c in found]
     return pd.DataFrame(rows, columns=["id", "name", "kind", "updated", "description"])
 
 
@@ -43,7 +44,7 @@ def choices(manager: JobManager) -> list[tuple[str, str]]:
 def build(manager: JobManager) -> ConfigsTab:
     table = gr.Dataframe(table_frame(manager), interactive=False, wrap=True, label="Configs", elem_id="configs-table")
     with gr.Row():
-        picker = gr.Dropdown(choices(manager), label="Config", scale=3, elem_id="config-picker")
+        picker = gr.Dropdown(choices(manager), value=None, label="Config", scale=3, elem_id="config-picker")
         load_btn = gr.Button("Load into form", scale=1, elem_id="config-load")
         download_btn = gr.DownloadButton("Download YAML", scale=1, elem_id="config-download")
         delete_btn = gr.Button("Delete", variant="stop", scale=1, elem_id="config-delete")

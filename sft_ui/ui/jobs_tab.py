@@ -17,10 +17,11 @@ import yaml
 from ..events import LOG_FILE
 from ..jobs import JobManager
 from ..status import JobNotFound, JobStatus
-from .render import JOB_COLUMNS, job_summary_md, jobs_frame, metrics_frames, progress_html
+from .render import JOB_COLUMNS, job_summary_md, jobs_frame, progress_html, series_frames
 
 PAGE_SIZE = 50
 MAX_LOG_LINES = 3000
+MAX_PLOT_POINTS = 2000
 LOG_FIRST_READ_BYTES = 256 * 1024
 STATUS_FILTERS = ["all", *[s.value for s in JobStatus]]
 
@@ -112,7 +113,7 @@ def detail_view(manager: JobManager, job_id: str | None) -> list[Any]:
         off = gr.update(interactive=False)
         return [progress_html(None), off, off, off, off, "", None, None, ""]
     status = JobStatus(job["status"])
-    loss, lr = metrics_frames(manager.metrics(job["job_id"]))
+    loss, lr = series_frames(manager.store.metric_series(job["job_id"], MAX_PLOT_POINTS))
     # an empty frame would fix the colour legend's domain in the browser: send nothing until points exist
     return [
         progress_html(job),
@@ -123,6 +124,17 @@ def detail_view(manager: JobManager, job_id: str | None) -> list[Any]:
         job_summary_md(job), loss if len(loss) else None, lr if len(lr) else None,
         yaml.safe_dump(job["config"], sort_keys=False),
     ]
+
+
+def detail_key(manager: JobManager, job_id: str | None) -> tuple[Any, ...] | None:
+    """What the detail view shows depends only on these; unchanged means nothing to re-render."""
+    if not job_id:
+        return None
+    try:
+        row = manager.store.get_job(job_id)
+    except JobNotFound:
+        return ("gone", job_id)
+    return (job_id, row["status"], row["step"], row["attempt"], row["end_status"], row["total_steps"])
 
 
 def read_new_log(manager: JobManager, session: dict[str, Any]) -> str | None:
@@ -166,7 +178,11 @@ def wire(tab: JobsTab, manager: JobManager, timer: gr.Timer) -> None:
         changed = rev != session["rev"]
         session["rev"] = rev
         lists = list(list_view(manager, session)) if changed else [gr.skip()] * 3
-        details = detail_view(manager, session["job"]) if changed else [gr.skip()] * len(tab.detail_outputs)
+        key = detail_key(manager, session["job"]) if changed else session.get("detail")
+        details = [gr.skip()] * len(tab.detail_outputs)
+        if key != session.get("detail"):  # another job's progress moves the revision too: skip those ticks
+            session["detail"] = key
+            details = detail_view(manager, session["job"])
         log_out = log_text if log_text is not None else gr.skip()
         return [session, *lists, *details, log_out]
 
@@ -176,6 +192,7 @@ def wire(tab: JobsTab, manager: JobManager, timer: gr.Timer) -> None:
 
     def select(session: dict[str, Any], job_id: str | None) -> list[Any]:
         log_text = open_job(manager, session, job_id)
+        session["detail"] = detail_key(manager, session["job"])
         return [session, *list_view(manager, session), *detail_view(manager, session["job"]), log_text]
 
     def select_row(session: dict[str, Any], evt: gr.SelectData) -> list[Any]:

@@ -125,6 +125,13 @@ def metrics_frames(points: list[dict[str, Any]], max_points: int = 2000) -> tupl
             lr.astype({"step": "int64", "learning_rate": "float64"}))
 
 
+def series_frames(rows: list[tuple[int, str, float | None, float | None]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Like metrics_frames, from (step, kind, loss, learning_rate) rows already thinned by the store."""
+    points = [{"kind": kind, "step": step, "loss": loss, "eval_loss": loss, "learning_rate": lr}
+              for step, kind, loss, lr in rows]
+    return metrics_frames(points)
+
+
 def _thin(rows: list[Any], max_points: int) -> list[Any]:
     if len(rows) <= max_points:
         return rows

@@ -82,15 +82,15 @@ def build(manager: JobManager, settings: Settings) -> TrainTab:
                                              elem_id="preview-table")
             yaml_view = gr.Code(config.to_yaml(), language="yaml", label="config.yaml (plain TRL names)",
                                 interactive=False, elem_id="yaml-preview")
-            command_view = gr.Code(_command(config), language="shell", label="Run the same job headless",
+            command_view = gr.Code(_command(config, settings.port), language="shell", label="Run the same job headless",
                                    interactive=False)
     return TrainTab(preset, form, sample, upload, preview_btn, preview_table, preview_info, yaml_view, command_view,
                     errors, start, result, model_note)
 
 
-def _command(config: JobConfig) -> str:
+def _command(config: JobConfig, port: int = 7860) -> str:
     return ("# save the YAML above as my-config.yaml, then:\npython -m sft_ui train my-config.yaml\n"
-            "# or through the REST API of this server:\ncurl -X POST localhost:7860/api/sft/train "
+            f"# or through the REST API of this server:\ncurl -X POST localhost:{port}/api/sft/train "
             "-H 'content-type: application/json' -d @- <<'EOF'\n" + '{"config": ' + config.to_json() + "}\nEOF")
 
 
@@ -136,7 +136,7 @@ def wire(tab: TrainTab, manager: JobManager, settings: Settings) -> None:
         except ConfigError as exc:
             return gr.skip(), gr.skip(), errors_markdown(exc), gr.skip()
         note = EMBEDDED_NOTE if config.model_name_or_path == EMBEDDED_MODEL else ""
-        return config.to_yaml(), _command(config), "", note
+        return config.to_yaml(), _command(config, settings.port), "", note
 
     for component in inputs:
         component.change(live_yaml, inputs, [tab.yaml_view, tab.command_view, tab.errors, tab.model_note],

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import shutil
 import signal
 import sys
 import threading
@@ -48,10 +49,31 @@ def _request_stop(signum: int, frame: Any) -> None:
         log.info("received signal %d: stopping after the current step", signum)
 
 
-def _classify(exc: BaseException) -> tuple[str, str]:
+DISK_FULL_MARKERS = ("no space left", "os error 28", "errno 28", "disk is full", "unexpected pos")
+LOW_DISK_BYTES = 64 * 1024 * 1024
+
+
+def _disk_full(exc: BaseException, job_dir: Path | None) -> bool:
+    """ENOSPC anywhere in the chain, a library's own words for it, or a job folder with no room left."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
+            return True
+        if any(marker in str(seen).lower() for marker in DISK_FULL_MARKERS[:4]):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    if job_dir is not None:
+        try:
+            return shutil.disk_usage(job_dir).free < LOW_DISK_BYTES and "unexpected pos" in str(exc)
+        except OSError:
+            return False
+    return False
+
+
+def _classify(exc: BaseException, job_dir: Path | None = None) -> tuple[str, str]:
     """(kind, message) for an unexpected failure."""
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-        return "disk_full", f"no space left on device while writing ({exc.filename or 'job directory'})"
+    if _disk_full(exc, job_dir):
+        return "disk_full", f"no space left on device while writing to {job_dir or 'the job folder'}"
     if type(exc).__name__ == "OutOfMemoryError" or isinstance(exc, MemoryError):
         return "out_of_memory", "out of memory: lower per_device_train_batch_size or max_length, or use lora"
     return "runtime", f"{type(exc).__name__}: {exc}"
@@ -79,7 +101,7 @@ def run_job(job_dir: Path, resume: bool = False, attempt: int = 1) -> int:
         log.error("%s", exc)
         code = EXIT_BAD_INPUT if exc.kind in ("model", "qlora") else EXIT_FAILED
     except BaseException as exc:  # the job must end with an event, whatever happened
-        kind, message = _classify(exc)
+        kind, message = _classify(exc, job_dir)
         short_tb = "".join(traceback.format_exception(exc)[-6:])
         try:
             events.emit("error", kind=kind, message=message, traceback=short_tb[-4000:])

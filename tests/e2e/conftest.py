@@ -1,0 +1,134 @@
+"""Fixtures for the browser tests: one real `python app.py` (with the UI) per module, one headless Chromium,
+a fresh page per test, screenshots under test-artifacts/e2e/, and no job left running between tests."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from helpers import REPO, Server, kill_processes_mentioning
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARTIFACTS = REPO / "test-artifacts" / "e2e"
+ACTIVE = ("queued", "running", "stopping")
+STOP_GRACE_S = 15
+
+
+
+@pytest.fixture(scope="module")
+def e2e_workspace(tmp_path_factory: pytest.TempPathFactory, models_cache: Path) -> Path:
+    ws = tmp_path_factory.mktemp("e2e") / "workspace"
+    ws.mkdir()
+    (ws / "models").symlink_to(models_cache, target_is_directory=True)
+    return ws
+
+
+def rest(server: Server) -> httpx.Client:
+    return httpx.Client(base_url=server.url, timeout=15)
+
+
+def active_jobs(server: Server) -> list[dict[str, Any]]:
+    with rest(server) as http:
+        jobs = http.get("/api/sft/jobs", params={"limit": 500}).json()["jobs"]
+    return [j for j in jobs if j["status"] in ACTIVE]
+
+
+def stop_all_jobs(server: Server, timeout: float = STOP_GRACE_S + 20) -> None:
+    """Stop every queued or running job and wait (bounded) until none is active."""
+    if server.proc is None or server.proc.poll() is not None:
+        return
+    deadline = time.monotonic() + timeout
+    try:
+        with rest(server) as http:
+            for job in active_jobs(server):
+                http.post(f"/api/sft/jobs/{job['job_id']}/stop")
+        while active_jobs(server) and time.monotonic() < deadline:
+            time.sleep(0.3)
+    except (httpx.HTTPError, KeyError, ValueError):
+        pass
+
+
+@pytest.fixture(scope="module")
+def e2e_server(e2e_workspace: Path) -> Iterator[Server]:
+    env = dict(os.environ)
+    env.update(SFT_UI_WORKSPACE=str(e2e_workspace), PYTHONPATH=os.pathsep.join(
+        p for p in (str(REPO), env.get("PYTHONPATH", "")) if p), PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1",
+        SFT_UI_STOP_GRACE_S=str(STOP_GRACE_S), SFT_UI_MAX_CONCURRENT="1")
+    env.setdefault("OMP_NUM_THREADS", "1")  # workers share two busy cores with the browser and the server
+    server = Server(e2e_workspace, env, e2e_workspace.parent / "server.log", ui=True)
+    try:
+        yield server.start()
+    finally:
+        stop_all_jobs(server)
+        server.kill()
+        kill_processes_mentioning(str(e2e_workspace))  # a worker that outlived its stop
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+CALL_FAILED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call":
+        item.stash[CALL_FAILED] = report.failed
+
+
+@pytest.fixture
+def page(browser: Any, e2e_server: Server, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A fresh browser context on the studio; a screenshot named FAILED-<test> is kept when the test fails.
+    Afterwards every job is stopped: a test that fails mid-training must not hold the one training slot."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.set_default_timeout(15_000)
+    pg = context.new_page()
+    pg.console_errors = []  # type: ignore[attr-defined]
+    pg.on("console", lambda m: pg.console_errors.append(m.text) if m.type == "error" else None)
+    try:
+        yield pg
+    finally:
+        if request.node.stash.get(CALL_FAILED, False):
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            try:
+                pg.screenshot(path=str(ARTIFACTS / f"FAILED-{_safe(request.node.name)}.png"), full_page=True)
+            except Exception:  # a crashed page still lets the test report its own failure
+                pass
+        context.close()
+        stop_all_jobs(e2e_server)
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name)[:100]
+
+
+@pytest.fixture
+def shot(page: Any) -> Callable[[str], Path]:
+    """shot('01-name') saves a full-page screenshot to test-artifacts/e2e/01-name.png."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+
+    def take(name: str) -> Path:
+        path = ARTIFACTS / f"{_safe(name)}.png"
+        page.screenshot(path=str(path), full_page=True)
+        return path
+
+    return take
