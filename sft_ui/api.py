@@ -35,6 +35,25 @@ class SaveConfigRequest(BaseModel):
     config: dict[str, Any]
 
 
+class FieldErrorOut(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorOut(BaseModel):
+    """Every error answer: a sentence a person can act on, plus per-field errors for a 422."""
+
+    detail: str
+    errors: list[FieldErrorOut] | None = None
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut, "description": text} for code, text in (
+        (400, "malformed request body"), (403, "not allowed (e.g. a read-only preset)"), (404, "not found"),
+        (409, "conflicts with the job's state"), (422, "invalid input, with the fields to fix"))
+}
+
+
 class ApiError(Exception):
     def __init__(self, status: int, detail: str):
         self.status, self.detail = status, detail
@@ -71,8 +90,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"), "message": e.get("msg", "")}
-                  for e in exc.errors()]
+        errors = [{"field": ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body",
+                   "message": e.get("msg", "")} for e in exc.errors()]
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors) or "invalid request"
         return JSONResponse(status_code=422, content={"detail": detail, "errors": errors})
 
@@ -96,7 +115,7 @@ def _find_config(manager: JobManager, config_id: str) -> dict[str, Any]:
 
 
 def build_router(manager: JobManager) -> APIRouter:
-    router = APIRouter(prefix="/api/sft")
+    router = APIRouter(prefix="/api/sft", responses=ERROR_RESPONSES)
 
     @router.post("/train", status_code=201, summary="Queue a training job")
     def train(body: TrainRequest) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Header
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from .api import ApiError
+from .api import ERROR_RESPONSES, ApiError
 from .exports import ExportError, ExportManager
 from .inference import InferenceClient, InferenceError
 from .jobs import JobManager
@@ -49,7 +49,7 @@ def _job_dir(manager: JobManager, job_id: str) -> Path:
 
 
 def build_results_router(manager: JobManager, inference: InferenceClient, exports: ExportManager) -> APIRouter:
-    router = APIRouter(prefix="/api/sft")
+    router = APIRouter(prefix="/api/sft", responses=ERROR_RESPONSES)
 
     @router.post("/jobs/{job_id}/chat", summary="Chat with a job's result (Server-Sent Events of text pieces)")
     def chat(job_id: str, body: ChatRequest) -> StreamingResponse:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import reprlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -244,8 +245,18 @@ _TYPE_WORDS = {
 }
 
 
+def _bounded_repr() -> reprlib.Repr:
+    r = reprlib.Repr()  # attributes, not keywords: Python 3.10/3.11 accept no arguments here
+    r.maxlevel, r.maxdict, r.maxlist, r.maxtuple, r.maxset, r.maxstring, r.maxother = 2, 4, 4, 4, 4, 50, 50
+    return r
+
+
+_REPR = _bounded_repr()
+
+
 def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
+    """A bounded repr: a YAML alias bomb must not cost more to describe than to reject."""
+    text = _REPR.repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

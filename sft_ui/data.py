@@ -64,12 +64,12 @@ def resolve_local(name: str) -> Path | None:
     if "\x00" in name:
         raise DatasetError("dataset_name", "path contains a NUL byte")
     path = Path(name).expanduser()
+    looks_like_path = name.startswith((".", "/", "~")) or path.suffix.lower() in FILE_SUFFIXES or "\\" in name
+    if not looks_like_path and name.count("/") == 1:
+        return None  # 'org/name' is a Hub id; a local folder of that shape is written './org/name'
     if path.exists():
         return path.resolve()
-    looks_like_path = name.startswith((".", "/", "~")) or path.suffix.lower() in FILE_SUFFIXES or "\\" in name
-    if looks_like_path or name.count("/") != 1:
-        raise DatasetError(name, "file or folder not found")
-    return None
+    raise DatasetError(name, "file or folder not found")
 
 
 # ---- raw rows, read lazily ----------------------------------------------------------------------------
@@ -90,6 +90,9 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, Any]]:
                 yield lineno, json.loads(text)
             except json.JSONDecodeError as exc:
                 raise DatasetError(path.name, f"invalid JSON ({exc.msg} at column {exc.colno})", lineno) from None
+            except (ValueError, RecursionError) as exc:  # absurd nesting or a 5,000-digit number
+                raise DatasetError(path.name, f"invalid JSON ({type(exc).__name__}: {str(exc)[:100]})",
+                                   lineno) from None
 
 
 def _json_rows(path: Path) -> Iterator[tuple[int, Any]]:
@@ -103,6 +106,8 @@ def _json_rows(path: Path) -> Iterator[tuple[int, Any]]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise DatasetError(path.name, f"invalid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+    except (ValueError, RecursionError) as exc:
+        raise DatasetError(path.name, f"invalid JSON ({type(exc).__name__}: {str(exc)[:100]})") from None
     yield from enumerate(data, start=1)
 
 

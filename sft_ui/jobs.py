@@ -8,6 +8,7 @@ deadlines and starts queued jobs up to the concurrency limit. Commands return at
 from __future__ import annotations
 
 import logging
+import re
 import signal
 import threading
 import time
@@ -102,7 +103,9 @@ class JobManager:
             found = preview(config.dataset_name, config.dataset_format, config.column_mapping, n=1, scan_rows=20,
                             split=config.dataset_train_split)
             if found.errors:
-                raise DatasetError(found.source, found.errors[0].split(": ", 1)[-1], errors=found.errors)
+                where = re.match(r".* row (\d+): (.*)", found.errors[0], re.S)
+                row, problem = (int(where[1]), where[2]) if where else (None, found.errors[0])
+                raise DatasetError(found.source, problem, row, errors=found.errors)
         return config
 
     def submit(self, config: JobConfig) -> dict[str, Any]:

@@ -1,0 +1,140 @@
+"""Fixtures for the security suites: a real server subprocess that may require a password, and a tally of
+inputs tried and failures that each suite prints and writes to test-artifacts/security/<suite>.txt."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from helpers import REPO, SERVER_START_TIMEOUT_S, Server, kill_processes_mentioning, wait_for
+
+ARTIFACTS = REPO / "test-artifacts" / "security"
+# Variables that change what a server does with passwords, tokens or its bind address: every server
+# these suites start gets exactly the ones a test sets, never the ones of the shell that runs pytest.
+SCRUBBED = ("SFT_UI_AUTH", "SFT_UI_AUTH_FILE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "GRADIO_SERVER_NAME",
+            "GRADIO_SERVER_PORT", "PORT", "SFT_UI_DATA_DIRS", "SFT_UI_ALLOW_REMOTE_CODE", "SFT_UI_DEMO")
+
+
+def clean_env(workspace: Path, **extra: str) -> dict[str, str]:
+    """The environment of a server or CLI run: the test's own settings only, offline."""
+    env = {k: v for k, v in os.environ.items() if k not in SCRUBBED}
+    env["SFT_UI_WORKSPACE"] = str(workspace)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    env["HF_HUB_OFFLINE"] = "1"
+    env["GRADIO_ANALYTICS_ENABLED"] = "False"  # loopback only: no phoning home from the UI server
+    env.update(extra)
+    return env
+
+
+def new_workspace(root: Path, models_cache: Path | None = None) -> Path:
+    ws = root / "workspace"
+    ws.mkdir(parents=True)
+    if models_cache is not None:
+        (ws / "models").symlink_to(models_cache, target_is_directory=True)
+    return ws
+
+
+class SecureServer(Server):
+    """helpers.Server that waits for health with credentials (a password-protected API answers 401 without)
+    and can pass extra command-line flags."""
+
+    def __init__(self, workspace: Path, env: dict[str, str], log_path: Path, auth: tuple[str, str] | None = None,
+                 ui: bool = False, args: tuple[str, ...] = ()):
+        super().__init__(workspace, env, log_path, ui=ui)
+        self.auth, self.args = auth, args
+
+    def start(self, timeout: float = SERVER_START_TIMEOUT_S) -> SecureServer:
+        argv = [sys.executable, "app.py", "--port", str(self.port), "--workspace", str(self.workspace), *self.args]
+        if not self.ui:
+            argv.insert(2, "--no-ui")
+        with self.log_path.open("ab") as log_fh:
+            self.proc = subprocess.Popen(argv, cwd=str(REPO), env=self.env, stdin=subprocess.DEVNULL, stdout=log_fh,
+                                         stderr=subprocess.STDOUT)
+
+        def healthy() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
+            return httpx.get(f"{self.url}/api/sft/health", auth=self.auth, timeout=5).status_code == 200
+
+        wait_for(healthy, timeout, 0.2, lambda: f"the server on port {self.port}:\n{self.log()[-4000:]}")
+        return self
+
+    def client(self, timeout: float = 30.0, check_tracebacks: bool = True, with_auth: bool = True) -> httpx.Client:
+        """An httpx client for this server: its credentials (unless with_auth=False) and the traceback hook."""
+        client = super().client(timeout, check_tracebacks)
+        if self.auth is not None and with_auth:
+            client.auth = httpx.BasicAuth(*self.auth)
+        return client
+
+
+@contextmanager
+def running_server(root: Path, env: dict[str, str], auth: tuple[str, str] | None = None, ui: bool = False,
+                   args: tuple[str, ...] = ()) -> Iterator[SecureServer]:
+    """A started server whose process, workers and port are all gone when the block ends."""
+    server = SecureServer(Path(env["SFT_UI_WORKSPACE"]), env, root / "server.log", auth=auth, ui=ui, args=args)
+    try:
+        yield server.start()
+    finally:
+        server.kill()
+        kill_processes_mentioning(str(root))
+
+
+class Kit:
+    """What the security suites share, handed out by the `kit` fixture (test modules do not import conftest:
+    with several conftest.py files on sys.path, `import conftest` finds whichever was loaded last)."""
+
+    clean_env = staticmethod(clean_env)
+    new_workspace = staticmethod(new_workspace)
+    running_server = staticmethod(running_server)
+
+
+@pytest.fixture(scope="session")
+def kit() -> type[Kit]:
+    return Kit
+
+
+class Tally:
+    """Inputs tried and failures (an input whose expectation did not hold) of one suite."""
+
+    def __init__(self, suite: str):
+        self.suite = suite
+        self.tried = 0
+        self.failures: list[str] = []
+
+    def record(self, what: str, ok: bool, detail: str = "") -> bool:
+        self.tried += 1
+        if not ok:
+            self.failures.append(f"{what}: {detail}" if detail else what)
+        return ok
+
+    def line(self) -> str:
+        return f"SECURITY {self.suite}: inputs tried {self.tried}, failures {len(self.failures)}"
+
+    def write(self, config: pytest.Config) -> None:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        text = "\n".join([self.line(), *(f"  FAIL {f}" for f in self.failures)]) + "\n"
+        (ARTIFACTS / f"{self.suite}.txt").write_text(text, encoding="utf-8")
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        capture = config.pluginmanager.get_plugin("capturemanager")
+        if reporter is None or capture is None:
+            print(self.line())
+            return
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(self.line())
+
+
+@pytest.fixture(scope="module")
+def tally(request: pytest.FixtureRequest) -> Iterator[Tally]:
+    """One per suite (module; test_paths.py -> 'paths'): written to test-artifacts/security/<suite>.txt and
+    printed when the module ends."""
+    found = Tally(Path(str(request.node.path)).stem.removeprefix("test_"))
+    yield found
+    found.write(request.config)
