@@ -60,7 +60,7 @@ class EventWriter:
 
     def emit(self, event_type: str, /, **fields: Any) -> dict[str, Any]:
         event = _clean({"type": event_type, "time": round(time.time(), 3), "attempt": self.attempt, **fields})
-        self._fh.write(json.dumps(event, separators=(",", ":")) + "\n")
+        self._fh.write(json.dumps(event, separators=(",", ":"), default=str) + "\n")
         self._fh.flush()
         return event
 

@@ -17,7 +17,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, JobConfig, load_yaml
+from ..config import ConfigError, FieldError, JobConfig, load_yaml
 from ..data import DatasetError, load_rows
 from ..events import (
     CONFIG_FILE,
@@ -93,7 +93,8 @@ def run_job(job_dir: Path, resume: bool = False, attempt: int = 1) -> int:
         code = EXIT_OK
     except (ConfigError, DatasetError) as exc:
         kind = "config" if isinstance(exc, ConfigError) else "dataset"
-        events.emit("error", kind=kind, message=str(exc), details=getattr(exc, "errors", [])[:20])
+        details = [e.message if isinstance(e, FieldError) else str(e) for e in getattr(exc, "errors", [])[:20]]
+        events.emit("error", kind=kind, message=str(exc), details=details)
         log.error("%s error: %s", kind, exc)
         code = EXIT_BAD_INPUT
     except WorkerError as exc:

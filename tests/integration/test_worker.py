@@ -326,3 +326,13 @@ def test_qlora_on_cpu_is_refused(workspace: Path, workers: Workers) -> None:
     error = assert_failed_with(job_dir, code, "qlora")
     assert "CUDA" in error["message"]
 
+
+
+def test_invalid_config_file_is_reported_not_crashed_on(workspace: Path, workers: Workers) -> None:
+    """A hand-edited config.yaml with an unknown key: an error event naming it, exit 2, exit.json written."""
+    job_dir = make_job(workspace)
+    (job_dir / "config.yaml").write_text("bogus: 1\nlearning_rate: 0\n", encoding="utf-8")
+    assert workers.run(job_dir) == EXIT_BAD_INPUT, train_log(job_dir)[-3000:]
+    error = assert_failed_with(job_dir, EXIT_BAD_INPUT, "config")
+    assert "unknown key 'bogus'" in error["message"] and "learning_rate must be" in error["message"]
+    assert all(isinstance(d, str) for d in error["details"])
