@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import __version__, catalog
@@ -152,13 +152,17 @@ def build_router(manager: JobManager) -> APIRouter:
 
     @router.get("/jobs/{job_id}/metrics", summary="Metric points after a step")
     def job_metrics(job_id: str, since_step: int = Query(-1, ge=-1),
-                    limit: int = Query(5000, ge=1, le=100_000)) -> dict[str, Any]:
-        points = manager.metrics(job_id, since_step, limit + 1)
-        more = len(points) > limit
-        points = points[:limit]
-        if more and points and any(p["step"] != points[-1]["step"] for p in points):
-            points = [p for p in points if p["step"] != points[-1]["step"]]  # never split one step's points
-        return {"points": points, "next_since_step": points[-1]["step"] if more and points else None}
+                    limit: int = Query(5000, ge=1, le=100_000)) -> Response:
+        """`{"points": [...], "next_since_step"}`: the stored JSON is passed on as is (no parse/re-encode)."""
+        manager.get(job_id)  # 404 for an unknown job
+        rows = manager.store.metrics_json(job_id, since_step, limit=limit + 1)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        if more and rows and any(step != rows[-1][0] for step, _ in rows):
+            rows = [r for r in rows if r[0] != rows[-1][0]]  # never split one step's points across pages
+        next_step = rows[-1][0] if more and rows else None
+        body = '{"points":[' + ",".join(text for _, text in rows) + '],"next_since_step":' + json.dumps(next_step) + "}"
+        return Response(body, media_type="application/json")
 
     @router.get("/jobs/{job_id}/stream", summary="Server-Sent Events: log text and metric points")
     async def job_stream(job_id: str, request: Request) -> StreamingResponse:

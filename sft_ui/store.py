@@ -291,16 +291,21 @@ class SqliteStore:
                             "AND (step % ? = 0 OR step = ?) ORDER BY step, kind", (job_id, stride, last)).fetchall()
         return [tuple(r) for r in rows]
 
-    def metrics(self, job_id: str, since_step: int = -1, kind: str | None = None,
-                limit: int = 100_000) -> list[dict[str, Any]]:
+    def metrics_json(self, job_id: str, since_step: int = -1, kind: str | None = None,
+                     limit: int = 100_000) -> list[tuple[int, str]]:
+        """(step, stored JSON text) in step order: an API can pass the text on without parsing it."""
         args: list[Any] = [job_id, since_step]
         extra = ""
         if kind:
             extra, args = " AND kind = ?", [*args, kind]
         rows = self.connect().execute(
-            f"SELECT data_json FROM metrics WHERE job_id = ? AND step > ?{extra} ORDER BY step, kind LIMIT ?",
+            f"SELECT step, data_json FROM metrics WHERE job_id = ? AND step > ?{extra} ORDER BY step, kind LIMIT ?",
             [*args, limit]).fetchall()
-        return [json.loads(r[0]) for r in rows]
+        return [(int(r[0]), str(r[1])) for r in rows]
+
+    def metrics(self, job_id: str, since_step: int = -1, kind: str | None = None,
+                limit: int = 100_000) -> list[dict[str, Any]]:
+        return [json.loads(text) for _, text in self.metrics_json(job_id, since_step, kind, limit)]
 
     # ---- saved configs -----------------------------------------------------------------------------------
     def save_config(self, config_id: str, name: str, config: dict[str, Any], overwrite: bool = False) -> str:
