@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Iterator
+import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,7 +33,7 @@ class ChatRequest(BaseModel):
     use_base: bool = Field(False, description="answer with the base model instead (adapter disabled)")
     temperature: float = Field(0.7, ge=0.0, le=5.0)
     top_p: float = Field(0.9, gt=0.0, le=1.0)
-    max_new_tokens: int = Field(128, ge=1, le=4096)
+    max_new_tokens: int = Field(128, ge=1, le=4096, description="capped by the model's context length")
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
 
 
@@ -48,6 +50,52 @@ def _job_dir(manager: JobManager, job_id: str) -> Path:
     return Path(manager.get(job_id)["job_dir"])  # JobNotFound -> 404
 
 
+async def _chat_frames(inference: InferenceClient, job_dir: Path, result: str | None, messages: list[dict[str, str]],
+                       params: dict[str, Any], use_base: bool) -> AsyncIterator[str]:
+    """SSE frames of a generation that runs in its own thread.
+
+    A client that hangs up cancels this coroutine; the `finally` tells the thread, which then closes
+    the generation (cancelling it in the worker and releasing the one-at-a-time lock) on its own.
+    """
+    loop = asyncio.get_running_loop()
+    frames: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+    hang_up = threading.Event()
+
+    def put(kind: str, text: str) -> None:
+        try:
+            loop.call_soon_threadsafe(frames.put_nowait, (kind, text))
+        except RuntimeError:  # the event loop is gone (server shutting down)
+            hang_up.set()
+
+    def pump() -> None:
+        pieces = inference.generate(job_dir, result, messages, params, use_base)
+        try:
+            for piece in pieces:
+                if hang_up.is_set():
+                    return
+                put("token", piece)
+            put("done", "")
+        except InferenceError as exc:
+            put("error", str(exc))
+        finally:
+            pieces.close()
+
+    threading.Thread(target=pump, name="sft-ui-chat", daemon=True).start()
+    try:
+        while True:
+            kind, text = await frames.get()
+            if kind == "token":
+                yield f"event: token\ndata: {json.dumps({'text': text})}\n\n"
+            elif kind == "done":
+                yield "event: done\ndata: {}\n\n"
+                return
+            else:
+                yield f"event: error\ndata: {json.dumps({'detail': text})}\n\n"
+                return
+    finally:
+        hang_up.set()
+
+
 def build_results_router(manager: JobManager, inference: InferenceClient, exports: ExportManager) -> APIRouter:
     router = APIRouter(prefix="/api/sft", responses=ERROR_RESPONSES)
 
@@ -62,18 +110,8 @@ def build_results_router(manager: JobManager, inference: InferenceClient, export
                   "seed": body.seed}
         messages = [m.model_dump() for m in body.messages]
 
-        def frames() -> Iterator[str]:
-            pieces = inference.generate(job_dir, body.result, messages, params, body.use_base)
-            try:
-                for piece in pieces:
-                    yield f"event: token\ndata: {json.dumps({'text': piece})}\n\n"
-                yield "event: done\ndata: {}\n\n"
-            except InferenceError as exc:
-                yield f"event: error\ndata: {json.dumps({'detail': str(exc)})}\n\n"
-            finally:
-                pieces.close()
-
-        return StreamingResponse(frames(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        frames = _chat_frames(inference, job_dir, body.result, messages, params, body.use_base)
+        return StreamingResponse(frames, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
     @router.post("/jobs/{job_id}/export", status_code=202, summary="Export a result: zip, merge, or push")
     def export(job_id: str, body: ExportRequest, x_hf_token: str | None = Header(None)) -> dict[str, Any]:

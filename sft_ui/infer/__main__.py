@@ -27,6 +27,17 @@ def send(message: dict[str, Any]) -> None:
         sys.stdout.flush()
 
 
+class _Sender:
+    """Sends each text piece of one request as a 'token' line and counts them."""
+
+    def __init__(self, rid: str):
+        self.rid, self.count = rid, 0
+
+    def __call__(self, piece: str) -> None:
+        self.count += 1
+        send({"id": self.rid, "type": "token", "text": piece})
+
+
 def _reader(requests: queue.Queue[dict[str, Any] | None], cancels: dict[str, threading.Event]) -> None:
     for line in sys.stdin:
         try:
@@ -42,6 +53,7 @@ def _reader(requests: queue.Queue[dict[str, Any] | None], cancels: dict[str, thr
 
 def main() -> int:
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    from ..results import resolve_result
     from .model import LoadedModel  # heavy imports after the pipe is up
 
     requests: queue.Queue[dict[str, Any] | None] = queue.Queue()
@@ -55,8 +67,9 @@ def main() -> int:
             if op == "shutdown":
                 break
             if op == "load":
-                key = (str(msg["job_dir"]), msg.get("result") or None)
-                if loaded is None or loaded.key != (key[0], key[1] or loaded.path.name) or msg.get("reload"):
+                job_dir = Path(msg["job_dir"])
+                key = (str(job_dir.resolve()), resolve_result(job_dir, msg.get("result") or None).name)
+                if loaded is None or loaded.key != key or msg.get("reload"):
                     loaded = None  # free the old model before loading the next
                     loaded = LoadedModel(Path(msg["job_dir"]), msg.get("result"), Path(msg["workspace"]))
                 send({"id": rid, "type": "loaded", "info": loaded.info()})
@@ -64,13 +77,11 @@ def main() -> int:
                 if loaded is None:
                     raise RuntimeError("no model loaded")
                 cancel = cancels.setdefault(rid, threading.Event())
-                start, count = time.perf_counter(), 0
-                for piece in loaded.stream(msg["messages"], msg.get("params") or {}, bool(msg.get("use_base")),
-                                           cancel):
-                    count += 1
-                    send({"id": rid, "type": "token", "text": piece})
-                send({"id": rid, "type": "done", "pieces": count, "seconds": round(time.perf_counter() - start, 4),
-                      "cancelled": cancel.is_set()})
+                start, sent = time.perf_counter(), _Sender(rid)
+                cancelled = loaded.generate(msg["messages"], msg.get("params") or {}, bool(msg.get("use_base")),
+                                            cancel, sent)
+                send({"id": rid, "type": "done", "pieces": sent.count,
+                      "seconds": round(time.perf_counter() - start, 4), "cancelled": cancelled})
                 cancels.pop(rid, None)
             else:
                 raise ValueError(f"unknown op {op!r}")

@@ -22,6 +22,8 @@ from ..results import base_model_path, describe, is_adapter, job_config, resolve
 
 log = logging.getLogger("sft_ui.export")
 MAX_SHARD_SIZE = "2GB"
+# training state is not part of a model, and pickles (training_args.bin) are unsafe to publish
+PUSH_IGNORE = ["training_args.bin", "optimizer.pt", "scheduler.pt", "rng_state*", "trainer_state.json", "*.pth"]
 
 
 class StatusFile:
@@ -95,7 +97,8 @@ def push(folder: Path, repo_id: str, private: bool, status: StatusFile) -> str:
     api = HfApi(token=token)
     try:
         url = api.create_repo(repo_id, private=private, exist_ok=True)
-        api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message="Upload from sft_ui")
+        api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message="Upload from sft_ui",
+                          ignore_patterns=PUSH_IGNORE)
     except Exception as exc:  # network, auth, permissions: one readable line, never the token
         text = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
         if token:
@@ -125,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.merge:
             merge(args.job_dir, result, out, workspace, status)
             folder = out
-        elif args.push and not (result / "README.md").exists():
+        elif args.push:  # PEFT leaves an empty template card: replace it with what we know
             (result / "README.md").write_text(model_card(args.job_dir, result, merged=False), encoding="utf-8")
         url = push(folder, args.push, args.private, status) if args.push else None
         status.write("succeeded", f"done: {url or folder}", progress=1.0, folder=str(folder), url=url,
