@@ -9,8 +9,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
+from helpers import processes_mentioning
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,17 +47,6 @@ def workspace(tmp_path: Path, models_cache: Path) -> Path:
 @pytest.fixture
 def worker_env(workspace: Path) -> dict[str, str]:
     return _env(workspace)
-
-
-def processes_mentioning(text: str) -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter(["cmdline", "status"]):
-        try:
-            if proc.info["status"] != psutil.STATUS_ZOMBIE and text in " ".join(proc.info["cmdline"] or []):
-                found.append(proc)
-        except psutil.Error:
-            continue
-    return found
 
 
 @pytest.fixture(autouse=True)

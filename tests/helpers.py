@@ -243,9 +243,11 @@ class Server:
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = f"http://127.0.0.1:{self.port}"
+        self.auth: tuple[str, str] | None = None  # credentials for the health check, if the server wants them
+        self.args: tuple[str, ...] = ()  # extra command-line flags
 
     def start(self, timeout: float = SERVER_START_TIMEOUT_S) -> Server:
-        argv = [sys.executable, "app.py", "--port", str(self.port), "--workspace", str(self.workspace)]
+        argv = [sys.executable, "app.py", "--port", str(self.port), "--workspace", str(self.workspace), *self.args]
         if not self.ui:
             argv.insert(2, "--no-ui")
         with self.log_path.open("ab") as log_fh:
@@ -256,7 +258,7 @@ class Server:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
-            return httpx.get(f"{self.url}/api/sft/health", timeout=5).status_code == 200
+            return httpx.get(f"{self.url}/api/sft/health", auth=self.auth, timeout=5).status_code == 200
 
         wait_for(healthy, timeout, 0.2, lambda: f"the server on port {self.port}:\n{self.log()[-4000:]}")
         return self

@@ -22,7 +22,7 @@ from typing import Any
 
 import psutil
 import pytest
-from helpers import Server, kill_processes_mentioning
+from helpers import Server, kill_processes_mentioning, processes_mentioning
 
 from sft_ui.status import TRANSITIONS, JobStatus
 
@@ -142,16 +142,7 @@ def start_server(workspace: Path, worker_env: dict[str, str], tmp_path: Path) ->
 
 
 # ---- audits of a stopped server's database --------------------------------------------------------------------
-def live_processes(text: str) -> list[psutil.Process]:
-    """Processes (zombies aside: init reaps those) whose argv mentions `text`."""
-    found = []
-    for proc in psutil.process_iter(["cmdline", "status"]):
-        try:
-            if proc.info["status"] != psutil.STATUS_ZOMBIE and text in " ".join(proc.info["cmdline"] or []):
-                found.append(proc)
-        except psutil.Error:
-            continue
-    return found
+live_processes = processes_mentioning  # zombies aside: init reaps those
 
 
 class Audit:

@@ -4,15 +4,13 @@ inputs tried and failures that each suite prints and writes to test-artifacts/se
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
-from helpers import REPO, SERVER_START_TIMEOUT_S, Server, kill_processes_mentioning, wait_for
+from helpers import REPO, Server, kill_processes_mentioning
 
 ARTIFACTS = REPO / "test-artifacts" / "security"
 # Variables that change what a server does with passwords, tokens or its bind address: every server
@@ -42,30 +40,13 @@ def new_workspace(root: Path, models_cache: Path | None = None) -> Path:
 
 
 class SecureServer(Server):
-    """helpers.Server that waits for health with credentials (a password-protected API answers 401 without)
-    and can pass extra command-line flags."""
+    """helpers.Server started with credentials (a password-protected API answers 401 without) and extra flags;
+    its clients carry the credentials."""
 
     def __init__(self, workspace: Path, env: dict[str, str], log_path: Path, auth: tuple[str, str] | None = None,
                  ui: bool = False, args: tuple[str, ...] = ()):
         super().__init__(workspace, env, log_path, ui=ui)
         self.auth, self.args = auth, args
-
-    def start(self, timeout: float = SERVER_START_TIMEOUT_S) -> SecureServer:
-        argv = [sys.executable, "app.py", "--port", str(self.port), "--workspace", str(self.workspace), *self.args]
-        if not self.ui:
-            argv.insert(2, "--no-ui")
-        with self.log_path.open("ab") as log_fh:
-            self.proc = subprocess.Popen(argv, cwd=str(REPO), env=self.env, stdin=subprocess.DEVNULL, stdout=log_fh,
-                                         stderr=subprocess.STDOUT)
-
-        def healthy() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
-            return httpx.get(f"{self.url}/api/sft/health", auth=self.auth, timeout=5).status_code == 200
-
-        wait_for(healthy, timeout, 0.2, lambda: f"the server on port {self.port}:\n{self.log()[-4000:]}")
-        return self
 
     def client(self, timeout: float = 30.0, check_tracebacks: bool = True, with_auth: bool = True) -> httpx.Client:
         """An httpx client for this server: its credentials (unless with_auth=False) and the traceback hook."""
