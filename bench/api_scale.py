@@ -559,13 +559,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    workspace = Path(tempfile.mkdtemp(prefix="sft_ui_api_scale_"))
+def run_and_clean_up(run: Callable[[list[Proc]], int], workspace: Path, keep: bool) -> int:
+    """Run a bench body; on a crash print where and the servers' log tails; always stop what it started."""
     procs: list[Proc] = []
-    load0 = os.getloadavg()
     try:
-        return _run(args, workspace, procs, load0)
+        return run(procs)
     except Exception as exc:  # a crash: say where, clean up, non-zero
         import traceback
 
@@ -582,10 +580,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"cleanup: killed {left} leftover worker process(es) of this workspace")
         if workers_of(workspace):
             print("WARNING: worker processes of this workspace are still alive")
-        if args.keep:
+        if keep:
             print(f"workspace kept: {workspace}")
         else:
             shutil.rmtree(workspace, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    workspace = Path(tempfile.mkdtemp(prefix="sft_ui_api_scale_"))
+    load0 = os.getloadavg()
+    return run_and_clean_up(lambda procs: _run(args, workspace, procs, load0), workspace, args.keep)
 
 
 def _run(args: argparse.Namespace, workspace: Path, procs: list[Proc], load0: tuple[float, float, float]) -> int:

@@ -27,7 +27,6 @@ import io
 import json
 import os
 import pstats
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -56,10 +55,10 @@ from api_scale import (  # noqa: E402  (bench/ is on the path: shared helpers)
     get_json,
     kill_workers,
     pct,
+    run_and_clean_up,
     start_server,
     time_inproc,
     wait_until,
-    workers_of,
 )
 
 REFRESH_P99_MS = 100.0
@@ -283,29 +282,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     workspace = Path(tempfile.mkdtemp(prefix="sft_ui_ui_scale_"))
-    procs: list[Proc] = []
-    try:
-        return _run(args, workspace, procs)
-    except Exception as exc:  # a crash: say where, clean up, non-zero
-        import traceback
-
-        traceback.print_exc()
-        print(f"CRASH: {type(exc).__name__}: {exc}")
-        for proc in procs:
-            print(f"--- last lines of {proc.log_path.name} ---\n{proc.tail()}")
-        return 1
-    finally:
-        for proc in procs:
-            proc.stop()
-        left = kill_workers(workspace)
-        if left:
-            print(f"cleanup: killed {left} leftover worker process(es) of this workspace")
-        if workers_of(workspace):
-            print("WARNING: worker processes of this workspace are still alive")
-        if args.keep:
-            print(f"workspace kept: {workspace}")
-        else:
-            shutil.rmtree(workspace, ignore_errors=True)
+    return run_and_clean_up(lambda procs: _run(args, workspace, procs), workspace, args.keep)
 
 
 def _run(args: argparse.Namespace, workspace: Path, procs: list[Proc]) -> int:

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import httpx
 import psutil
+import pytest
 
 from sft_ui.config import JobConfig, apply_overrides, load_yaml
 from sft_ui.launchers.local import LocalLauncher, WorkerHandle
@@ -286,3 +287,38 @@ def _no_traceback(response: httpx.Response) -> None:
 
 def job_statuses(jobs: Iterable[dict[str, Any]]) -> list[str]:
     return [j["status"] for j in jobs]
+
+
+def close_managers(managers: list[Any], owner_text: str) -> None:
+    """Teardown for in-process JobManagers: stop watching, kill what the test started, reap our children."""
+    for manager in managers:
+        manager.close()
+    kill_processes_mentioning(owner_text)
+    for manager in managers:
+        for proc in list(manager.launcher._children.values()):  # reap our children: no zombies left behind
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        manager.store.close()
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def require_browser() -> None:
+    """At a browser test module's top: skip it without Chromium/Playwright, or fail under SFT_UI_REQUIRE_BROWSER=1."""
+    reason = None
+    if not CHROMIUM.exists():
+        reason = f"{CHROMIUM} not found (install Debian's chromium package)"
+    else:
+        try:
+            import playwright.sync_api  # noqa: F401
+        except ImportError:
+            reason = "the playwright Python package is not installed"
+    if reason is None:
+        return
+    if os.environ.get("SFT_UI_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"browser tests required (SFT_UI_REQUIRE_BROWSER=1) but {reason}", pytrace=False)
+    pytest.skip(f"browser tests skipped: {reason}; set SFT_UI_REQUIRE_BROWSER=1 to make this an error",
+                allow_module_level=True)

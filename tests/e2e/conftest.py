@@ -12,9 +12,8 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import REPO, Server, kill_processes_mentioning
+from helpers import CHROMIUM, REPO, Server, kill_processes_mentioning
 
-CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 ARTIFACTS = REPO / "test-artifacts" / "e2e"

@@ -3,7 +3,6 @@ of the embedded tiny model. Screenshots of each stage go to test-artifacts/e2e/.
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections.abc import Callable
@@ -12,27 +11,9 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
-from helpers import Server
+from helpers import Server, require_browser
 
-CHROMIUM = Path("/usr/bin/chromium")  # the e2e conftest launches it
-
-
-def _browser_missing() -> str | None:
-    if not CHROMIUM.exists():
-        return f"{CHROMIUM} not found (install Debian's chromium package)"
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "the playwright Python package is not installed"
-    return None
-
-
-_missing = _browser_missing()
-if _missing:
-    if os.environ.get("SFT_UI_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"browser tests required (SFT_UI_REQUIRE_BROWSER=1) but {_missing}", pytrace=False)
-    pytest.skip(f"browser tests skipped: {_missing}; set SFT_UI_REQUIRE_BROWSER=1 to make this an error",
-                allow_module_level=True)
+require_browser()
 
 from playwright.sync_api import Page, expect  # noqa: E402
 

@@ -4,34 +4,15 @@ test-artifacts/e2e/chat-*.png."""
 
 from __future__ import annotations
 
-import os
 import re
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from helpers import Server, wait_for
+from helpers import Server, require_browser, wait_for
 
-CHROMIUM = Path("/usr/bin/chromium")
-
-
-def _missing() -> str | None:
-    if not CHROMIUM.exists():
-        return f"{CHROMIUM} not found (install Debian's chromium package)"
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "the playwright Python package is not installed"
-    return None
-
-
-if (_reason := _missing()) is not None:
-    if os.environ.get("SFT_UI_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"browser tests required (SFT_UI_REQUIRE_BROWSER=1) but {_reason}", pytrace=False)
-    pytest.skip(f"browser tests skipped: {_reason}; set SFT_UI_REQUIRE_BROWSER=1 to make this an error",
-                allow_module_level=True)
+require_browser()
 
 from playwright.sync_api import Page, expect  # noqa: E402
 

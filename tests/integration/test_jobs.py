@@ -17,8 +17,8 @@ from helpers import (
     QUICK_WORKER,
     STUBBORN_WORKER,
     FakeLauncher,
+    close_managers,
     group_gone,
-    kill_processes_mentioning,
     paused,
     read_text,
     tiny_config,
@@ -54,16 +54,7 @@ def make_manager(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[M
         return manager
 
     yield make
-    for manager in managers:
-        manager.close()
-    kill_processes_mentioning(str(workspace))
-    for manager in managers:
-        for proc in list(manager.launcher._children.values()):  # reap our children: no zombies left behind
-            try:
-                proc.wait(timeout=10)
-            except Exception:  # noqa: BLE001 - best effort in teardown
-                pass
-        manager.store.close()
+    close_managers(managers, str(workspace))
 
 
 def job_of(manager: JobManager, job_id: str) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from helpers import (
     QUICK_WORKER,
     STUBBORN_WORKER,
     Server,
+    close_managers,
     kill_processes_mentioning,
     read_text,
     server_env,
@@ -270,16 +271,7 @@ def make_manager(workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         return manager
 
     yield make
-    for manager in managers:
-        manager.close()
-    kill_processes_mentioning(str(tmp_path))
-    for manager in managers:
-        for proc in list(manager.launcher._children.values()):  # reap our children
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
-        manager.store.close()
+    close_managers(managers, str(tmp_path))
 
 
 def wait_row(manager: JobManager, job_id: str, check: Callable[[dict[str, Any]], bool], what: str,
