@@ -20,6 +20,7 @@ _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when pre
 _YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 EMBEDDED_MODEL = "embedded:tiny-llama"
 SAMPLE_CHAT = "sample:chat"
+MAX_YAML_DEPTH = 64  # a flat config needs 2-3 levels; composing recurses once per level
 
 GROUPS = ("general", "model", "dataset", "method", "lora", "training", "advanced")
 DATASET_FORMATS = ("auto", "messages", "sharegpt", "alpaca", "prompt_completion", "text")
@@ -303,9 +304,30 @@ def parse_config(data: Any) -> JobConfig:
         raise ConfigError([_describe(e) for e in exc.errors()]) from None
 
 
+def safe_yaml_load(text: str) -> Any:
+    """`yaml.safe_load`, refusing nesting deeper than MAX_YAML_DEPTH before anything is composed.
+
+    Composing recurses once per nesting level, in C with libyaml: PyYAML 6.0.3's bundled libyaml has no
+    nesting limit, so `"[" * 100_000` crashes the whole process with a segmentation fault, and the
+    pure-Python loader raises RecursionError. The event stream is produced iteratively by both parsers,
+    so counting depth on it first is safe on every build.
+    """
+    depth = 0
+    for event in yaml.parse(text, Loader=_YAML_LOADER):
+        if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                raise yaml.MarkedYAMLError(
+                    problem=f"nested deeper than {MAX_YAML_DEPTH} levels", problem_mark=event.start_mark
+                )
+        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            depth -= 1
+    return yaml.load(text, Loader=_YAML_LOADER)
+
+
 def load_yaml(text: str) -> JobConfig:
     try:
-        data = yaml.load(text, Loader=_YAML_LOADER)
+        data = safe_yaml_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""
@@ -339,7 +361,7 @@ def parse_set_option(text: str) -> tuple[str, Any]:
     if spec is not None and spec.kind == "str":
         return key, raw.strip()  # a name like 2024 stays text
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = safe_yaml_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
     return key, value
