@@ -108,19 +108,28 @@ def _wire_cross_tab(manager: JobManager, tabs: gr.Tabs, train: train_tab.TrainTa
 
     configs.load_btn.click(load, [configs.picker], [*form_inputs, train.preset, tabs], api_name="load_config_to_form")
 
-    def delete(config_id: str | None) -> list[Any]:
+    def delete(config_id: str | None, armed: str | None) -> list[Any]:
         from .. import catalog
 
         if not config_id:
             raise gr.Error("Pick a config first.")
+        if armed != config_id:  # the first click only asks
+            if configs_tab.find(manager, config_id)["read_only"]:  # say so now, not after the confirmation
+                raise gr.Error(f"'{config_id}' is a built-in preset and cannot be deleted")
+            return [gr.skip()] * len(config_outputs[:-1]) + [
+                f"Click **Confirm delete** to delete `{config_id}`.", config_id,
+                gr.update(value="Confirm delete", variant="stop")]
         try:
             catalog.delete_config(manager.store, config_id)
         except (catalog.ReadOnlyConfig, catalog.ConfigNotFound) as exc:
             raise gr.Error(str(exc)) from None
         manager.touch()
-        return refresh_configs(f"Deleted `{config_id}`.")
+        return [*refresh_configs(f"Deleted `{config_id}`."), None, gr.update(value="Delete", variant="secondary")]
 
-    configs.delete_btn.click(delete, [configs.picker], config_outputs, api_name="delete_config")
+    delete_outputs = [*config_outputs, configs.armed, configs.delete_btn]
+    configs.delete_btn.click(delete, [configs.picker, configs.armed], delete_outputs, api_name="delete_config")
+    configs.picker.change(lambda _: [None, gr.update(value="Delete", variant="secondary")], [configs.picker],
+                          [configs.armed, configs.delete_btn], api_visibility="private", show_progress="hidden")
 
     def do_import(path: str | None) -> list[Any]:
         config_id = configs_tab.import_yaml(manager, path)

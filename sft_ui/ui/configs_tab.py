@@ -27,6 +27,7 @@ class ConfigsTab:
     download_btn: gr.DownloadButton
     import_file: gr.File
     message: gr.Markdown
+    armed: gr.State  # the config id whose Delete was clicked once; the second click deletes
 
 
 def table_frame(manager: JobManager) -> pd.DataFrame:
@@ -47,7 +48,7 @@ def build(manager: JobManager) -> ConfigsTab:
         picker = gr.Dropdown(choices(manager), value=None, label="Config", scale=3, elem_id="config-picker")
         load_btn = gr.Button("Load into form", scale=1, elem_id="config-load")
         download_btn = gr.DownloadButton("Download YAML", scale=1, elem_id="config-download")
-        delete_btn = gr.Button("Delete", variant="stop", scale=1, elem_id="config-delete")
+        delete_btn = gr.Button("Delete", variant="secondary", scale=1, elem_id="config-delete")
     with gr.Row():
         name = gr.Textbox(label="Save the current form as", placeholder="my experiment", scale=3,
                           elem_id="config-name")
@@ -57,7 +58,7 @@ def build(manager: JobManager) -> ConfigsTab:
                           type="filepath", elem_id="config-import")
     message = gr.Markdown(elem_id="config-message")
     return ConfigsTab(table, picker, name, overwrite, save_btn, load_btn, delete_btn, download_btn, import_file,
-                      message)
+                      message, gr.State(None))
 
 
 def save_form(manager: JobManager, name: str, overwrite: bool, config_values: tuple[Any, ...]) -> str:

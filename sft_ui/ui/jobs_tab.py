@@ -26,6 +26,10 @@ LOG_FIRST_READ_BYTES = 256 * 1024
 STATUS_FILTERS = ["all", *[s.value for s in JobStatus]]
 
 
+DELETE_LOOK = {"value": "Delete", "variant": "secondary"}
+CONFIRM_DELETE_LOOK = {"value": "Confirm delete", "variant": "stop"}
+
+
 def new_session() -> dict[str, Any]:
     return {"rev": -1, "job": None, "log_offset": 0, "log": "", "page": 0, "filter": "all"}
 
@@ -111,7 +115,7 @@ def detail_view(manager: JobManager, job_id: str | None) -> list[Any]:
             job = None
     if job is None:
         off = gr.update(interactive=False)
-        return [progress_html(None), off, off, off, off, "", None, None, ""]
+        return [progress_html(None), off, off, gr.update(interactive=False, **DELETE_LOOK), off, "", None, None, ""]
     status = JobStatus(job["status"])
     loss, lr = series_frames(manager.store.metric_series(job["job_id"], MAX_PLOT_POINTS))
     # an empty frame would fix the colour legend's domain in the browser: send nothing until points exist
@@ -119,7 +123,7 @@ def detail_view(manager: JobManager, job_id: str | None) -> list[Any]:
         progress_html(job),
         gr.update(interactive=status in (JobStatus.QUEUED, JobStatus.RUNNING)),
         gr.update(interactive=bool(job["resumable"])),
-        gr.update(interactive=status.is_terminal() or status == JobStatus.QUEUED),
+        gr.update(interactive=status.is_terminal() or status == JobStatus.QUEUED, **DELETE_LOOK),
         gr.update(interactive=True),
         job_summary_md(job), loss if len(loss) else None, lr if len(lr) else None,
         yaml.safe_dump(job["config"], sort_keys=False),
@@ -182,6 +186,7 @@ def wire(tab: JobsTab, manager: JobManager, timer: gr.Timer) -> None:
         details = [gr.skip()] * len(tab.detail_outputs)
         if key != session.get("detail"):  # another job's progress moves the revision too: skip those ticks
             session["detail"] = key
+            session.pop("confirm_delete", None)  # the job changed under a pending confirmation: ask again
             details = detail_view(manager, session["job"])
         log_out = log_text if log_text is not None else gr.skip()
         return [session, *lists, *details, log_out]
@@ -192,6 +197,7 @@ def wire(tab: JobsTab, manager: JobManager, timer: gr.Timer) -> None:
 
     def select(session: dict[str, Any], job_id: str | None) -> list[Any]:
         log_text = open_job(manager, session, job_id)
+        session.pop("confirm_delete", None)
         session["detail"] = detail_key(manager, session["job"])
         return [session, *list_view(manager, session), *detail_view(manager, session["job"]), log_text]
 
@@ -227,7 +233,10 @@ def wire(tab: JobsTab, manager: JobManager, timer: gr.Timer) -> None:
                 elif kind == "resume":
                     manager.resume(job_id)
                     gr.Info("Resumed: queued again, continues from its latest checkpoint.")
+                elif kind == "delete" and session.get("confirm_delete") != job_id:
+                    return ask_to_confirm_delete(session, job_id)
                 elif kind == "delete":
+                    session.pop("confirm_delete", None)
                     manager.delete(job_id)
                     gr.Info(f"Deleted {job_id}.")
                     session.update(job=None, log="", log_offset=0)
@@ -236,6 +245,14 @@ def wire(tab: JobsTab, manager: JobManager, timer: gr.Timer) -> None:
             log_out = session["log"] if kind == "delete" else gr.skip()
             return [session, *list_view(manager, session), *detail_view(manager, session["job"]), log_out]
         return run
+
+    def ask_to_confirm_delete(session: dict[str, Any], job_id: str) -> list[Any]:
+        """Deleting removes checkpoints and logs for good: the first click only arms the button."""
+        session["confirm_delete"] = job_id
+        gr.Info(f"Click 'Confirm delete' to remove {job_id} with its checkpoints and logs. This cannot be undone.")
+        details = [gr.skip()] * len(tab.detail_outputs)
+        details[tab.detail_outputs.index(tab.delete_btn)] = gr.update(**CONFIRM_DELETE_LOOK)
+        return [session, *[gr.skip()] * len(tab.list_outputs), *details, gr.skip()]
 
     tab.stop_btn.click(action("stop"), [tab.state], outputs, api_name="ui_stop_job")
     tab.resume_btn.click(action("resume"), [tab.state], outputs, api_name="ui_resume_job")

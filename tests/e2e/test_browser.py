@@ -340,3 +340,19 @@ def test_saved_config_in_config_picker_after_reload(page: Page, e2e_server: Serv
     page.get_by_role("option", name=f"saved: {config_name}").click()
     page.locator("#config-load").click()
     expect_form_carries(page, config_name, 88)
+
+
+def test_deleting_a_saved_config_asks_first(page: Page, e2e_server: Server, shot: Shot) -> None:
+    config_name = "e2e doomed experiment"
+    open_studio(page, e2e_server)
+    save_form_as(page, config_name, 55)
+    choose(page, "#config-picker", f"saved: {config_name}")
+    page.locator("#config-delete").click()
+    expect(page.locator("#config-delete")).to_have_text("Confirm delete")
+    expect(page.locator("#config-message")).to_contain_text("Click Confirm delete")
+    expect(page.locator("#configs-table")).to_contain_text(config_name)  # nothing deleted on the first click
+    shot("14-config-delete-asks")
+    page.locator("#config-delete").click()
+    expect(page.locator("#config-message")).to_contain_text("Deleted")
+    expect(page.locator("#configs-table")).not_to_contain_text(config_name)
+    expect(page.locator("#config-delete")).to_have_text("Delete")

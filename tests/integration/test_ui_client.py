@@ -108,6 +108,16 @@ def test_client_starts_follows_and_stops_a_job(server: Server, client: Client) -
     whole = client.predict(job_id, 0, api_name="/job_log")
     assert whole["complete"] is True and whole["text"].startswith(chunk["text"])
 
+    # the Jobs tab's Delete asks first: one click arms it, the second deletes (checkpoints are hours of work)
+    job_dir = Path(final["job_dir"])
+    client.predict(job_id, api_name="/open_job")
+    client.predict(api_name="/ui_delete_job")
+    assert client.predict(job_id, api_name="/get_job")["status"] == "stopped" and job_dir.is_dir()
+    client.predict(api_name="/ui_delete_job")
+    with pytest.raises(Exception, match="not found"):
+        client.predict(job_id, api_name="/get_job")
+    assert not job_dir.exists()
+
 
 def test_client_errors_name_the_problem(client: Client) -> None:
     with pytest.raises(Exception, match="learning_rate") as info:
