@@ -1,8 +1,11 @@
 """Exports of a job's result: adapter zip (in-process, no torch), merge and Hub push (background process).
 
 Each export is a folder under WORKSPACE/exports with a status file the export worker keeps current,
-so the UI and API poll it like a training job. A Hub token is handed to the export process through
-its environment for that one call; it is never written anywhere or put on a command line.
+so the UI and API poll it like a training job. Export processes run in their own session and outlive a
+server restart; the restarted server finds every export again from those files (and a pid file guarded
+by the process start time, so one that died with the machine is reported failed, not running forever).
+A Hub token is handed to the export process through its environment for that one call; it is never
+written anywhere or put on a command line.
 """
 
 from __future__ import annotations
@@ -19,11 +22,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .launchers.local import worker_env
+import psutil
+
+from .launchers.local import START_TIME_TOLERANCE_S, WorkerHandle, worker_env
 from .results import ResultError, resolve_result
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 ZIP_SUFFIXES = (".json", ".safetensors", ".jinja", ".md", ".txt", ".model")
+EXPORT_FILE = re.compile(r"^(?P<job>.+)-(?P<kind>adapter_zip|merge|push)-(?P<id>exp-[0-9a-f]{8})(?P<suffix>\.zip)?"
+                         r"\.(?:status|pid)\.json$")
+TERMINAL = ("succeeded", "failed")
 
 
 class ExportError(ValueError):
@@ -37,7 +45,25 @@ class Export:
     kind: str  # adapter_zip | merge | push
     out: Path
     created: float = field(default_factory=time.time)
-    proc: subprocess.Popen[bytes] | None = None
+    proc: subprocess.Popen[bytes] | None = None  # ours; None for one found again after a restart
+    handle: WorkerHandle | None = None
+
+    @property
+    def pid_file(self) -> Path:
+        return self.out.parent / f"{self.out.name}.pid.json"
+
+    def _process_gone(self) -> bool:
+        """The export process has ended (a child of ours, or one started before a restart)."""
+        if self.proc is not None:
+            return self.proc.poll() is not None
+        if self.handle is None:
+            return False  # an in-process export (adapter zip) writes its final status itself
+        try:
+            proc = psutil.Process(self.handle.pid)
+            same = abs(proc.create_time() - self.handle.start_time) <= START_TIME_TOLERANCE_S
+            return not same or proc.status() == psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return True
 
     def view(self) -> dict[str, Any]:
         status_file = self.out.parent / f"{self.out.name}.status.json"
@@ -47,9 +73,10 @@ class Export:
                 state = json.loads(status_file.read_text(encoding="utf-8"))
             except ValueError:
                 pass
-        if self.proc is not None and self.proc.poll() is not None and state.get("status") not in (
-                "succeeded", "failed"):
-            state = {"status": "failed", "message": f"export process exited with code {self.proc.returncode}"}
+        if state.get("status") not in TERMINAL and self._process_gone():
+            code = self.proc.returncode if self.proc is not None else None
+            state = {"status": "failed", "message": f"export process exited with code {code}" if code is not None
+                     else "export process ended without finishing (stopped while the server was down?)"}
         return {"export_id": self.export_id, "job_id": self.job_id, "kind": self.kind, "path": str(self.out),
                 **{k: v for k, v in state.items() if k != "time"}}
 
@@ -60,6 +87,28 @@ class ExportManager:
         self.root = workspace / "exports"
         self._exports: dict[str, Export] = {}
         self._lock = threading.Lock()
+        self._find_existing()
+
+    def _find_existing(self) -> None:
+        """Every export under the workspace, from its status and pid files: the list survives a restart."""
+        if not self.root.is_dir():
+            return
+        for path in self.root.iterdir():
+            found = EXPORT_FILE.match(path.name)
+            if found is None or found["id"] in self._exports:
+                continue
+            try:
+                created = path.stat().st_mtime
+            except OSError:
+                continue
+            out = self.root / f"{found['job']}-{found['kind']}-{found['id']}{found['suffix'] or ''}"
+            export = Export(found["id"], found["job"], found["kind"], out, created=created)
+            try:
+                pid = json.loads(export.pid_file.read_text(encoding="utf-8"))
+                export.handle = WorkerHandle(int(pid["pid"]), float(pid["start_time"]))
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+            self._exports[export.export_id] = export
 
     def get(self, export_id: str) -> Export:
         found = self._exports.get(export_id)
@@ -68,7 +117,7 @@ class ExportManager:
         return found
 
     def list_for(self, job_id: str) -> list[dict[str, Any]]:
-        return [e.view() for e in self._exports.values() if e.job_id == job_id]
+        return [e.view() for e in sorted(self._exports.values(), key=lambda e: e.created) if e.job_id == job_id]
 
     def _new(self, job_id: str, kind: str, suffix: str = "") -> Export:
         export_id = f"exp-{secrets.token_hex(4)}"
@@ -121,6 +170,12 @@ class ExportManager:
         with log_path.open("ab") as log_fh:
             export.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_fh, stderr=subprocess.STDOUT,
                                            env=env, start_new_session=True, close_fds=True)
+        try:
+            started = psutil.Process(export.proc.pid).create_time()
+        except psutil.Error:
+            started = time.time()
+        export.handle = WorkerHandle(export.proc.pid, started)
+        export.pid_file.write_text(json.dumps({"pid": export.proc.pid, "start_time": started}))
         return export
 
     def wait(self, export_id: str, timeout_s: float) -> dict[str, Any]:
@@ -130,4 +185,8 @@ class ExportManager:
                 export.proc.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
                 pass
-        return export.view()
+            return export.view()
+        deadline = time.monotonic() + timeout_s  # not our child (found after a restart): poll its files
+        while (view := export.view())["status"] not in TERMINAL and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return view

@@ -185,10 +185,16 @@ def client(ws: Path, jobs: dict[str, Path]) -> Iterator[InferenceClient]:
 
 @pytest.fixture(scope="module")
 def merged(ws: Path, jobs: dict[str, Path]) -> dict[str, dict[str, Any]]:
-    """Merge exports of the LoRA and the full job, run side by side through the ExportManager."""
+    """Merge exports of the LoRA and the full job, run side by side through the ExportManager.
+
+    The server "restarts" while they run: a second ExportManager on the same workspace finds both again
+    and follows them to the end, as a restarted server would."""
     manager = ExportManager(ws)
     started = {name: manager.start(jobs[name].name, jobs[name], None, merge=True) for name in ("lora", "full")}
-    views = {name: manager.wait(export.export_id, EXPORT_TIMEOUT_S) for name, export in started.items()}
+    restarted = ExportManager(ws)
+    views = {name: restarted.wait(export.export_id, EXPORT_TIMEOUT_S) for name, export in started.items()}
+    for name, export in started.items():
+        assert manager.wait(export.export_id, 1) == views[name]  # the same view from its own parent
     for export in started.values():
         if export.proc is not None and export.proc.poll() is None:
             export.proc.kill()
@@ -320,6 +326,7 @@ def test_full_fine_tune_export(merged: dict[str, dict[str, Any]], jobs: dict[str
 def test_adapter_zip_holds_the_adapter(ws: Path, jobs: dict[str, Path]) -> None:
     export = ExportManager(ws).adapter_zip(jobs["lora"].name, jobs["lora"], None)
     assert export.view()["status"] == "succeeded"
+    assert export.view() in ExportManager(ws).list_for(jobs["lora"].name)  # still listed after a restart
     with zipfile.ZipFile(export.out) as zf:
         names = {Path(n).name for n in zf.namelist()}
     assert {"adapter_config.json", "adapter_model.safetensors"} <= names
