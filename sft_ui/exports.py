@@ -22,9 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
-
-from .launchers.local import START_TIME_TOLERANCE_S, WorkerHandle, worker_env
+from .launchers.local import WorkerHandle, handle_alive, handle_for, worker_env
 from .results import ResultError, resolve_result
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
@@ -58,12 +56,7 @@ class Export:
             return self.proc.poll() is not None
         if self.handle is None:
             return False  # an in-process export (adapter zip) writes its final status itself
-        try:
-            proc = psutil.Process(self.handle.pid)
-            same = abs(proc.create_time() - self.handle.start_time) <= START_TIME_TOLERANCE_S
-            return not same or proc.status() == psutil.STATUS_ZOMBIE
-        except psutil.Error:
-            return True
+        return not handle_alive(self.handle)
 
     def view(self) -> dict[str, Any]:
         status_file = self.out.parent / f"{self.out.name}.status.json"
@@ -170,12 +163,8 @@ class ExportManager:
         with log_path.open("ab") as log_fh:
             export.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_fh, stderr=subprocess.STDOUT,
                                            env=env, start_new_session=True, close_fds=True)
-        try:
-            started = psutil.Process(export.proc.pid).create_time()
-        except psutil.Error:
-            started = time.time()
-        export.handle = WorkerHandle(export.proc.pid, started)
-        export.pid_file.write_text(json.dumps({"pid": export.proc.pid, "start_time": started}))
+        export.handle = handle_for(export.proc.pid)
+        export.pid_file.write_text(json.dumps({"pid": export.handle.pid, "start_time": export.handle.start_time}))
         return export
 
     def wait(self, export_id: str, timeout_s: float) -> dict[str, Any]:

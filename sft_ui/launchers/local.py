@@ -31,6 +31,25 @@ class WorkerHandle:
     start_time: float
 
 
+def handle_for(pid: int) -> WorkerHandle:
+    """The handle of a process just started: its start time guards a later liveness check against PID reuse."""
+    try:
+        started = psutil.Process(pid).create_time()
+    except psutil.Error:
+        started = time.time()
+    return WorkerHandle(pid, started)
+
+
+def handle_alive(handle: WorkerHandle) -> bool:
+    """Whether the process of `handle` still runs, child of ours or not: same PID, same start time, no zombie."""
+    try:
+        proc = psutil.Process(handle.pid)
+        same = abs(proc.create_time() - handle.start_time) < START_TIME_TOLERANCE_S
+        return same and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def worker_argv(job_dir: Path, resume: bool, attempt: int, module: str = "sft_ui.worker") -> list[str]:
     argv = [sys.executable, "-m", module, str(job_dir), "--attempt", str(attempt)]
     return argv + (["--resume"] if resume else [])
@@ -62,11 +81,7 @@ class LocalLauncher:
                 start_new_session=True, close_fds=True,
             )
         self._children[proc.pid] = proc
-        try:
-            started = psutil.Process(proc.pid).create_time()
-        except psutil.Error:
-            started = time.time()
-        return WorkerHandle(proc.pid, started)
+        return handle_for(proc.pid)
 
     def _reap(self, pid: int) -> int | None:
         """Exit code of a child of ours that has ended (and reap it), None while it runs."""
@@ -79,12 +94,7 @@ class LocalLauncher:
     def is_alive(self, handle: WorkerHandle) -> bool:
         if handle.pid in self._children:
             return self._reap(handle.pid) is None
-        try:
-            proc = psutil.Process(handle.pid)
-            same = abs(proc.create_time() - handle.start_time) < START_TIME_TOLERANCE_S
-            return same and proc.status() != psutil.STATUS_ZOMBIE
-        except psutil.Error:
-            return False
+        return handle_alive(handle)
 
     def exit_code(self, handle: WorkerHandle, job_dir: Path) -> int | None:
         """The worker's exit code: from the OS if it was our child, else from its exit file."""

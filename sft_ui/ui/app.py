@@ -12,6 +12,7 @@ from ..inference import InferenceClient
 from ..jobs import JobManager
 from ..settings import Settings
 from . import chat_tab, client_api, compare_tab, configs_tab, jobs_tab, system_tab, train_tab
+from .render import CONFIRM_DELETE_LOOK, DELETE_LOOK
 
 CSS = """
 .sft-errors { color: #b91c1c; }
@@ -118,17 +119,17 @@ def _wire_cross_tab(manager: JobManager, tabs: gr.Tabs, train: train_tab.TrainTa
                 raise gr.Error(f"'{config_id}' is a built-in preset and cannot be deleted")
             return [gr.skip()] * len(config_outputs[:-1]) + [
                 f"Click **Confirm delete** to delete `{config_id}`.", config_id,
-                gr.update(value="Confirm delete", variant="stop")]
+                gr.update(**CONFIRM_DELETE_LOOK)]
         try:
             catalog.delete_config(manager.store, config_id)
         except (catalog.ReadOnlyConfig, catalog.ConfigNotFound) as exc:
             raise gr.Error(str(exc)) from None
         manager.touch()
-        return [*refresh_configs(f"Deleted `{config_id}`."), None, gr.update(value="Delete", variant="secondary")]
+        return [*refresh_configs(f"Deleted `{config_id}`."), None, gr.update(**DELETE_LOOK)]
 
     delete_outputs = [*config_outputs, configs.armed, configs.delete_btn]
     configs.delete_btn.click(delete, [configs.picker, configs.armed], delete_outputs, api_name="delete_config")
-    configs.picker.change(lambda _: [None, gr.update(value="Delete", variant="secondary")], [configs.picker],
+    configs.picker.change(lambda _: [None, gr.update(**DELETE_LOOK)], [configs.picker],
                           [configs.armed, configs.delete_btn], api_visibility="private", show_progress="hidden")
 
     def do_import(path: str | None) -> list[Any]:

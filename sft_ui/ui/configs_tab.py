@@ -13,6 +13,7 @@ import pandas as pd
 from .. import catalog
 from ..config import ConfigError, load_yaml, parse_config
 from ..jobs import JobManager
+from .render import DELETE_LOOK
 
 
 @dataclass
@@ -48,7 +49,7 @@ def build(manager: JobManager) -> ConfigsTab:
         picker = gr.Dropdown(choices(manager), value=None, label="Config", scale=3, elem_id="config-picker")
         load_btn = gr.Button("Load into form", scale=1, elem_id="config-load")
         download_btn = gr.DownloadButton("Download YAML", scale=1, elem_id="config-download")
-        delete_btn = gr.Button("Delete", variant="secondary", scale=1, elem_id="config-delete")
+        delete_btn = gr.Button(**DELETE_LOOK, scale=1, elem_id="config-delete")
     with gr.Row():
         name = gr.Textbox(label="Save the current form as", placeholder="my experiment", scale=3,
                           elem_id="config-name")

@@ -17,17 +17,21 @@ import yaml
 from ..events import LOG_FILE
 from ..jobs import JobManager
 from ..status import JobNotFound, JobStatus
-from .render import JOB_COLUMNS, job_summary_md, jobs_frame, progress_html, series_frames
+from .render import (
+    CONFIRM_DELETE_LOOK,
+    DELETE_LOOK,
+    JOB_COLUMNS,
+    job_summary_md,
+    jobs_frame,
+    progress_html,
+    series_frames,
+)
 
 PAGE_SIZE = 50
 MAX_LOG_LINES = 3000
 MAX_PLOT_POINTS = 2000
 LOG_FIRST_READ_BYTES = 256 * 1024
 STATUS_FILTERS = ["all", *[s.value for s in JobStatus]]
-
-
-DELETE_LOOK = {"value": "Delete", "variant": "secondary"}
-CONFIRM_DELETE_LOOK = {"value": "Confirm delete", "variant": "stop"}
 
 
 def new_session() -> dict[str, Any]:
@@ -79,7 +83,7 @@ def build() -> JobsTab:
     with gr.Row():
         stop_btn = gr.Button("Stop", variant="stop", interactive=False, elem_id="stop-btn")
         resume_btn = gr.Button("Resume", interactive=False, elem_id="resume-btn")
-        delete_btn = gr.Button("Delete", interactive=False, elem_id="delete-btn")
+        delete_btn = gr.Button(**DELETE_LOOK, interactive=False, elem_id="delete-btn")
         clone_btn = gr.Button("Clone to form", interactive=False, elem_id="clone-btn")
     summary = gr.Markdown(elem_id="job-summary")
     log = gr.Textbox(label="Log (live)", lines=16, max_lines=16, autoscroll=True, interactive=False,

@@ -8,6 +8,9 @@ from typing import Any
 
 import pandas as pd
 
+# a Delete button arms on the first click (red, "Confirm delete") and deletes on the second
+DELETE_LOOK = {"value": "Delete", "variant": "secondary"}
+CONFIRM_DELETE_LOOK = {"value": "Confirm delete", "variant": "stop"}
 JOB_COLUMNS = ["job_id", "name", "status", "progress", "loss", "elapsed", "eta", "created"]
 STATUS_COLOURS = {
     "queued": "#6b7280", "running": "#2563eb", "stopping": "#d97706", "succeeded": "#16a34a",
