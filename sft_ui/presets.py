@@ -45,9 +45,10 @@ def list_presets(directory: Path = PRESETS_DIR) -> list[dict[str, Any]]:
 
 
 def get_preset(config_id: str, directory: Path = PRESETS_DIR) -> dict[str, Any] | None:
-    if not config_id or "/" in config_id or "\\" in config_id or config_id.startswith("."):
-        return None
-    return _read(directory / f"{config_id}.yaml")
+    """The preset whose file stem is `config_id`. The id is looked up among the files, never made into a
+    path: a NUL byte, `..`, a separator or an over-long name from a request simply matches nothing."""
+    path = next((p for p in directory.glob("*.yaml") if p.stem == config_id and not p.name.startswith(".")), None)
+    return _read(path) if path is not None else None
 
 
 def preset_config(config_id: str) -> JobConfig | None:

@@ -13,11 +13,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import gradio as gr
 import httpx
 import pytest
-from helpers import REPO, wait_for
+from helpers import REPO, new_workspace, wait_for
 
 from sft_ui.config import ConfigError, JobConfig
 from sft_ui.data import SAMPLES_DIR, DatasetError, resolve_local
@@ -54,10 +55,7 @@ def _write_chat(path: Path) -> Path:
 
 
 def make_layout(root: Path, models_cache: Path | None) -> Layout:
-    ws = root / "workspace"
-    ws.mkdir(parents=True)
-    if models_cache is not None:
-        (ws / "models").symlink_to(models_cache, target_is_directory=True)
+    ws = new_workspace(root, models_cache)
     outside, datadir = root / "outside", root / "datadir"
     for folder in (ws, ws / "uploads" / "sub", outside, datadir, root / "workspace-evil"):
         _write_chat(folder / "data.jsonl")
@@ -281,6 +279,23 @@ def test_api_does_not_read_hub_shaped_names_from_the_server_cwd(api: tuple[Secur
     leaked = str(REPO) in response.text or "save_to_disk" in response.text
     tally.record("api hub-shaped name that exists in the server cwd", not leaked, response.text[:300])
     assert not leaked, response.text
+
+
+CONFIG_IDS = {"nul": "tiny-lora\x00", "nul-inside": "tiny\x00lora", "parent": "../configs/tiny-lora",
+              "absolute": str(REPO / "configs" / "tiny-lora"), "backslash": "..\\configs\\tiny-lora",
+              "dotfile": ".tiny-lora", "over-long": "x" * 5000, "surrogate-pair": "\U0004fc3fC"}
+
+
+@pytest.mark.parametrize("case", sorted(CONFIG_IDS))
+def test_api_config_id_matches_only_a_preset_or_saved_config(case: str, client: httpx.Client,
+                                                              tally: Tally) -> None:
+    """A config_id is looked up, never turned into a path: 404 naming it, not a 500 (the NUL case was one)."""
+    responses = [client.post("/api/sft/train", json={"config_id": CONFIG_IDS[case]}),
+                 client.get("/api/sft/configs/" + quote(CONFIG_IDS[case], safe=""))]
+    # the POST names the id; the GET may be the router's own 404 (a decoded '/' matches no route)
+    ok = all(r.status_code == 404 and "not found" in r.json()["detail"].lower() for r in responses)
+    tally.record(f"api config_id {case}", ok, " | ".join(r.text[:200] for r in responses))
+    assert ok, [r.text[:200] for r in responses]
 
 
 def test_api_allows_the_roots(api: tuple[SecureServer, Layout], client: httpx.Client, tally: Tally) -> None:
