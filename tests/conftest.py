@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import processes_mentioning
+from helpers import new_workspace, processes_mentioning
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,10 +38,7 @@ def models_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def workspace(tmp_path: Path, models_cache: Path) -> Path:
     """A fresh workspace whose models/ points at the session's built embedded model."""
-    ws = tmp_path / "workspace"
-    ws.mkdir()
-    (ws / "models").symlink_to(models_cache, target_is_directory=True)
-    return ws
+    return new_workspace(tmp_path, models_cache)
 
 
 @pytest.fixture

@@ -207,6 +207,15 @@ class FakeLauncher(LocalLauncher):
                              argv=argv or [sys.executable, str(self.script), str(job_dir), str(attempt)])
 
 
+def new_workspace(root: Path, models_cache: Path | None = None) -> Path:
+    """ROOT/workspace, its models/ pointing at the session's built embedded model (when given)."""
+    ws = root / "workspace"
+    ws.mkdir(parents=True)
+    if models_cache is not None:
+        (ws / "models").symlink_to(models_cache, target_is_directory=True)
+    return ws
+
+
 def server_env(workspace: Path, **extra: str) -> dict[str, str]:
     """The environment conftest's `worker_env` builds, for workspaces made outside that fixture."""
     env = dict(os.environ)
@@ -233,6 +242,9 @@ def port_free(port: int) -> bool:
             return True
         except OSError:
             return False
+
+
+ACTIVE_STATUSES = ("queued", "running", "stopping")
 
 
 class Server:
@@ -278,6 +290,25 @@ class Server:
     def client(self, timeout: float = 30.0, check_tracebacks: bool = True) -> httpx.Client:
         hooks = {"response": [_no_traceback]} if check_tracebacks else {}
         return httpx.Client(base_url=self.url, timeout=timeout, event_hooks=hooks)
+
+    def active_jobs(self) -> list[dict[str, Any]]:
+        with self.client(timeout=15, check_tracebacks=False) as http:
+            jobs = http.get("/api/sft/jobs", params={"limit": 500}).json()["jobs"]
+        return [j for j in jobs if j["status"] in ACTIVE_STATUSES]
+
+    def stop_all_jobs(self, timeout: float) -> None:
+        """Teardown: stop every queued or running job and wait (bounded) until none is active."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        deadline = time.monotonic() + timeout
+        try:
+            with self.client(timeout=15, check_tracebacks=False) as http:
+                for job in self.active_jobs():
+                    http.post(f"/api/sft/jobs/{job['job_id']}/stop")
+            while self.active_jobs() and time.monotonic() < deadline:
+                time.sleep(0.3)
+        except (httpx.HTTPError, KeyError, ValueError):
+            pass
 
 
 def _no_traceback(response: httpx.Response) -> None:

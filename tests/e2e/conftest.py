@@ -3,70 +3,37 @@ a fresh page per test, screenshots under test-artifacts/e2e/, and no job left ru
 
 from __future__ import annotations
 
-import os
 import re
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from helpers import CHROMIUM, REPO, Server, kill_processes_mentioning
+from helpers import CHROMIUM, REPO, Server, kill_processes_mentioning, new_workspace, server_env
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 ARTIFACTS = REPO / "test-artifacts" / "e2e"
-ACTIVE = ("queued", "running", "stopping")
 STOP_GRACE_S = 15
+STOP_TIMEOUT_S = STOP_GRACE_S + 20
 
 
 
 @pytest.fixture(scope="module")
 def e2e_workspace(tmp_path_factory: pytest.TempPathFactory, models_cache: Path) -> Path:
-    ws = tmp_path_factory.mktemp("e2e") / "workspace"
-    ws.mkdir()
-    (ws / "models").symlink_to(models_cache, target_is_directory=True)
-    return ws
-
-
-def rest(server: Server) -> httpx.Client:
-    return httpx.Client(base_url=server.url, timeout=15)
-
-
-def active_jobs(server: Server) -> list[dict[str, Any]]:
-    with rest(server) as http:
-        jobs = http.get("/api/sft/jobs", params={"limit": 500}).json()["jobs"]
-    return [j for j in jobs if j["status"] in ACTIVE]
-
-
-def stop_all_jobs(server: Server, timeout: float = STOP_GRACE_S + 20) -> None:
-    """Stop every queued or running job and wait (bounded) until none is active."""
-    if server.proc is None or server.proc.poll() is not None:
-        return
-    deadline = time.monotonic() + timeout
-    try:
-        with rest(server) as http:
-            for job in active_jobs(server):
-                http.post(f"/api/sft/jobs/{job['job_id']}/stop")
-        while active_jobs(server) and time.monotonic() < deadline:
-            time.sleep(0.3)
-    except (httpx.HTTPError, KeyError, ValueError):
-        pass
+    return new_workspace(tmp_path_factory.mktemp("e2e"), models_cache)
 
 
 @pytest.fixture(scope="module")
 def e2e_server(e2e_workspace: Path) -> Iterator[Server]:
-    env = dict(os.environ)
-    env.update(SFT_UI_WORKSPACE=str(e2e_workspace), PYTHONPATH=os.pathsep.join(
-        p for p in (str(REPO), env.get("PYTHONPATH", "")) if p), PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1",
-        SFT_UI_STOP_GRACE_S=str(STOP_GRACE_S), SFT_UI_MAX_CONCURRENT="1")
+    env = server_env(e2e_workspace, HF_HUB_OFFLINE="1", SFT_UI_STOP_GRACE_S=str(STOP_GRACE_S),
+                     SFT_UI_MAX_CONCURRENT="1")
     env.setdefault("OMP_NUM_THREADS", "1")  # workers share two busy cores with the browser and the server
     server = Server(e2e_workspace, env, e2e_workspace.parent / "server.log", ui=True)
     try:
         yield server.start()
     finally:
-        stop_all_jobs(server)
+        server.stop_all_jobs(STOP_TIMEOUT_S)
         server.kill()
         kill_processes_mentioning(str(e2e_workspace))  # a worker that outlived its stop
 
@@ -113,7 +80,7 @@ def page(browser: Any, e2e_server: Server, request: pytest.FixtureRequest) -> It
             except Exception:  # a crashed page still lets the test report its own failure
                 pass
         context.close()
-        stop_all_jobs(e2e_server)
+        e2e_server.stop_all_jobs(STOP_TIMEOUT_S)
 
 
 def _safe(name: str) -> str:

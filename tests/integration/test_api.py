@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import TINY, Server, kill_processes_mentioning, paused, read_text, server_env, wait_for
+from helpers import TINY, Server, kill_processes_mentioning, new_workspace, paused, read_text, server_env, wait_for
 
 RUN_TIMEOUT_S = 240.0
 UNKNOWN = "20260101-000000-abcdef"
@@ -23,9 +23,7 @@ LONG_STEPS = 5000  # never finishes here: the last test stops it
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, models_cache: Path) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("api")
-    ws = root / "workspace"
-    ws.mkdir()
-    (ws / "models").symlink_to(models_cache, target_is_directory=True)
+    ws = new_workspace(root, models_cache)
     env = server_env(ws, SFT_UI_STOP_GRACE_S="20", SFT_UI_MAX_CONCURRENT="1")
     srv = Server(ws, env, root / "server.log")
     try:

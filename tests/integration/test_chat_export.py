@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-from helpers import TINY, Server, kill_processes_mentioning, server_env, tiny_config, wait_for
+from helpers import TINY, Server, kill_processes_mentioning, new_workspace, server_env, tiny_config, wait_for
 
 from sft_ui.config import apply_overrides, load_yaml
 from sft_ui.exports import ExportManager
@@ -152,9 +152,7 @@ def single_threaded_children() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory: pytest.TempPathFactory, models_cache: Path) -> Iterator[Path]:
-    workspace = tmp_path_factory.mktemp("chat-export") / "workspace"
-    workspace.mkdir()
-    (workspace / "models").symlink_to(models_cache, target_is_directory=True)
+    workspace = new_workspace(tmp_path_factory.mktemp("chat-export"), models_cache)
     yield workspace
     kill_processes_mentioning(str(workspace))
 
@@ -363,9 +361,7 @@ def test_push_without_network_fails_cleanly_and_never_writes_the_token(ws: Path,
 def api(tmp_path_factory: pytest.TempPathFactory, models_cache: Path) -> Iterator[dict[str, Any]]:
     """A real `python app.py --no-ui` with one trained job ('trained') and one stopped before it started ('empty')."""
     root = tmp_path_factory.mktemp("chat-export-api")
-    workspace = root / "workspace"
-    workspace.mkdir()
-    (workspace / "models").symlink_to(models_cache, target_is_directory=True)
+    workspace = new_workspace(root, models_cache)
     server = Server(workspace, env_for(workspace), root / "server.log")
     children: list[psutil.Process] = []
     try:

@@ -16,6 +16,7 @@ from helpers import TINY_PRESET, Server, kill_processes_mentioning, read_text, w
 FINISHED = ("succeeded", "failed", "stopped", "interrupted")
 HEAVY_LIBS = ("libtorch", "/torch/", "/transformers/", "/trl/", "/peft/")
 MAX_SERVER_RSS = 400 * 1024 * 1024
+STOP_TIMEOUT_S = 40  # the stop grace below (20 s) plus time to save a checkpoint
 
 
 @pytest.fixture
@@ -25,22 +26,9 @@ def server(workspace: Path, worker_env: dict[str, str], tmp_path: Path) -> Itera
     try:
         yield srv.start()
     finally:
-        _stop_running_jobs(srv)
+        srv.stop_all_jobs(STOP_TIMEOUT_S)
         srv.kill()
         kill_processes_mentioning(str(workspace))  # any worker that outlived its stop
-
-
-def _stop_running_jobs(srv: Server) -> None:
-    if srv.proc is None or srv.proc.poll() is not None:
-        return
-    try:
-        with httpx.Client(base_url=srv.url, timeout=10) as http:
-            jobs = http.get("/api/sft/jobs", params={"limit": 500}).json()["jobs"]
-            for job in jobs:
-                if job["status"] in ("queued", "running", "stopping"):
-                    http.post(f"/api/sft/jobs/{job['job_id']}/stop")
-    except (httpx.HTTPError, KeyError, ValueError):
-        pass
 
 
 @pytest.fixture

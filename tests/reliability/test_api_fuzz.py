@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from helpers import REPO, Server, find_worker_pid, kill_processes_mentioning, server_env, wait_for
+from helpers import REPO, Server, find_worker_pid, kill_processes_mentioning, new_workspace, server_env, wait_for
 
 ARTIFACTS = REPO / "test-artifacts" / "reliability"
 
@@ -72,9 +72,7 @@ def counts(request: pytest.FixtureRequest) -> Iterator[Counts]:
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory: pytest.TempPathFactory, models_cache: Path) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("api-fuzz")
-    ws = root / "workspace"
-    ws.mkdir()
-    (ws / "models").symlink_to(models_cache, target_is_directory=True)
+    ws = new_workspace(root, models_cache)
     env = server_env(ws, SFT_UI_MAX_CONCURRENT="1", SFT_UI_STOP_GRACE_S="2", HF_HUB_OFFLINE="1")
     for key in ("SFT_UI_AUTH", "SFT_UI_AUTH_FILE", "SFT_UI_DATA_DIRS", "HF_TOKEN"):
         env.pop(key, None)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import REPO, Server, kill_processes_mentioning
+from helpers import REPO, Server, kill_processes_mentioning, new_workspace
 
 ARTIFACTS = REPO / "test-artifacts" / "security"
 # Variables that change what a server does with passwords, tokens or its bind address: every server
@@ -29,14 +29,6 @@ def clean_env(workspace: Path, **extra: str) -> dict[str, str]:
     env["GRADIO_ANALYTICS_ENABLED"] = "False"  # loopback only: no phoning home from the UI server
     env.update(extra)
     return env
-
-
-def new_workspace(root: Path, models_cache: Path | None = None) -> Path:
-    ws = root / "workspace"
-    ws.mkdir(parents=True)
-    if models_cache is not None:
-        (ws / "models").symlink_to(models_cache, target_is_directory=True)
-    return ws
 
 
 class SecureServer(Server):
