@@ -247,6 +247,38 @@ def port_free(port: int) -> bool:
 ACTIVE_STATUSES = ("queued", "running", "stopping")
 
 
+class Tally:
+    """Inputs tried and failures (an input whose expectation did not hold) of one suite: written to
+    test-artifacts/<area>/<suite>.txt and printed in the run's output by `write` when the suite ends."""
+
+    def __init__(self, area: str, suite: str, max_listed: int | None = None):
+        self.area, self.suite, self.max_listed = area, suite, max_listed
+        self.tried = 0
+        self.failures: list[str] = []
+
+    def record(self, what: str, ok: bool, detail: str = "") -> bool:
+        self.tried += 1
+        if not ok:
+            self.failures.append((f"{what}: {detail}" if detail else what)[:500])
+        return ok
+
+    def line(self) -> str:
+        return f"{self.area.upper()} {self.suite}: inputs tried {self.tried}, failures {len(self.failures)}"
+
+    def write(self, config: pytest.Config) -> None:
+        artifacts = REPO / "test-artifacts" / self.area
+        artifacts.mkdir(parents=True, exist_ok=True)
+        text = "\n".join([self.line(), *(f"  FAIL {f}" for f in self.failures[:self.max_listed])]) + "\n"
+        (artifacts / f"{self.suite}.txt").write_text(text, encoding="utf-8")
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        capture = config.pluginmanager.get_plugin("capturemanager")
+        if reporter is None or capture is None:
+            print(self.line())
+            return
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(self.line())
+
+
 class Server:
     """`python app.py --port P --workspace WS` as a subprocess; output goes to a log file, never a pipe."""
 

@@ -19,9 +19,7 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from helpers import REPO, Server, find_worker_pid, kill_processes_mentioning, new_workspace, server_env, wait_for
-
-ARTIFACTS = REPO / "test-artifacts" / "reliability"
+from helpers import Server, Tally, find_worker_pid, kill_processes_mentioning, new_workspace, server_env, wait_for
 
 # schemathesis 4.32.5's lazy schemas (schemathesis.pytest.from_fixture) read and write `request.node._nodeid`,
 # which pytest 9 no longer has (it keeps a structured `_id`): without this shim every lazy test fails with
@@ -40,33 +38,25 @@ SUITE = "api_fuzz"
 TERMINAL = {"succeeded", "failed", "stopped", "interrupted"}
 
 
-class Counts:
+class FuzzTally(Tally):
+    """A Tally that also counts the statuses the server answered."""
+
     def __init__(self) -> None:
-        self.tried = 0
-        self.failures: list[str] = []
+        super().__init__("reliability", SUITE, max_listed=200)
         self.statuses: dict[int, int] = {}
 
     def line(self) -> str:
         spread = " ".join(f"{k}x{v}" for k, v in sorted(self.statuses.items()))
-        return f"RELIABILITY {SUITE}: inputs tried {self.tried}, failures {len(self.failures)} (statuses {spread})"
+        return f"{super().line()} (statuses {spread})"
 
 
-COUNTS = Counts()
+COUNTS = FuzzTally()
 
 
 @pytest.fixture(scope="module")
-def counts(request: pytest.FixtureRequest) -> Iterator[Counts]:
+def counts(request: pytest.FixtureRequest) -> Iterator[FuzzTally]:
     yield COUNTS
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    text = "\n".join([COUNTS.line(), *(f"  FAIL {f}" for f in COUNTS.failures[:200])]) + "\n"
-    (ARTIFACTS / f"{SUITE}.txt").write_text(text, encoding="utf-8")
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if reporter is not None and capture is not None:
-        with capture.global_and_fixture_disabled():
-            reporter.write_line(COUNTS.line())
-    else:
-        print(COUNTS.line())
+    COUNTS.write(request.config)
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +183,7 @@ schema = schemathesis.pytest.from_fixture("api_schema").exclude(
 
 
 @schema.parametrize()
-def test_api_fuzz(case: Any, counts: Counts) -> None:
+def test_api_fuzz(case: Any, counts: FuzzTally) -> None:
     """No 5xx; documented (or deliberate) statuses; schema-conformant bodies; readable JSON errors; invalid
     input rejected. Not checked: positive_data_acceptance (the schema types `config` as an open object, so
     schema-valid bodies are legitimately refused with 422), and the schema checks below."""
@@ -206,7 +196,7 @@ def test_api_fuzz(case: Any, counts: Counts) -> None:
     COUNTS.statuses[response.status_code] = COUNTS.statuses.get(response.status_code, 0) + 1
 
 
-def test_served_schema_lists_the_api(served_schema: Any, counts: Counts) -> None:
+def test_served_schema_lists_the_api(served_schema: Any, counts: FuzzTally) -> None:
     labels = {result.ok().label for result in served_schema.get_all_operations()}
     COUNTS.tried += 1
     expected = {"POST /api/sft/train", "GET /api/sft/jobs", "GET /api/sft/jobs/{job_id}",
@@ -220,13 +210,13 @@ def _validate(served_schema: Any, method: str, path: str, check: Any, base_url: 
     return case.call_and_validate(base_url=base_url, checks=[check], timeout=30)
 
 
-def test_error_statuses_are_documented(served_schema: Any, fuzz_server: Server, counts: Counts) -> None:
+def test_error_statuses_are_documented(served_schema: Any, fuzz_server: Server, counts: FuzzTally) -> None:
     COUNTS.tried += 1
     _validate(served_schema, "GET", "/api/sft/jobs/{job_id}", schemathesis.checks.status_code_conformance,
               fuzz_server.url, path_parameters={"job_id": "20260101-000000-abcdef"})
 
 
-def test_422_body_matches_the_schema(served_schema: Any, fuzz_server: Server, counts: Counts) -> None:
+def test_422_body_matches_the_schema(served_schema: Any, fuzz_server: Server, counts: FuzzTally) -> None:
     COUNTS.tried += 1
     _validate(served_schema, "GET", "/api/sft/jobs", schemathesis.checks.response_schema_conformance,
               fuzz_server.url, query={"limit": 0})
@@ -236,7 +226,7 @@ def test_422_body_matches_the_schema(served_schema: Any, fuzz_server: Server, co
     "SCHEMA (Starlette routing): OPTIONS /api/sft/jobs/{id} and /api/sft/configs/{id} answer 405 with "
     "'Allow: GET' although the path also has DELETE (one route per method), so allow_header_conformance fails "
     "(ST205)"))
-def test_allow_header_lists_every_method(fuzz_server: Server, counts: Counts) -> None:
+def test_allow_header_lists_every_method(fuzz_server: Server, counts: FuzzTally) -> None:
     with httpx.Client(base_url=fuzz_server.url, timeout=30) as client:
         for path in ("/api/sft/jobs/20260101-000000-abcdef", "/api/sft/configs/some-config"):
             COUNTS.tried += 1
@@ -245,7 +235,7 @@ def test_allow_header_lists_every_method(fuzz_server: Server, counts: Counts) ->
             assert response.status_code == 405 and {"GET", "DELETE"} <= allowed, (path, response.headers)
 
 
-def test_missing_body_error_names_something(fuzz_server: Server, counts: Counts) -> None:
+def test_missing_body_error_names_something(fuzz_server: Server, counts: FuzzTally) -> None:
     with httpx.Client(base_url=fuzz_server.url, timeout=30) as client:
         for path in ("/api/sft/train", "/api/sft/configs"):
             COUNTS.tried += 1

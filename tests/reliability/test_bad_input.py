@@ -23,48 +23,22 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from helpers import REPO, Server, kill_processes_mentioning, server_env
+from helpers import Server, Tally, kill_processes_mentioning, server_env
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sft_ui.config import DATASET_FORMATS, ConfigError, JobConfig, load_yaml, parse_config, parse_set_option
 from sft_ui.data import ROLES, DatasetError, convert_row, detect_format, load_rows, preview
 
-ARTIFACTS = REPO / "test-artifacts" / "reliability"
 SUITE = "bad_input"
 HUGE_BYTES = 50 * 1024 * 1024
 
 
-# ---- counts ------------------------------------------------------------------------------------------------------
-class Counts:
-    def __init__(self) -> None:
-        self.tried = 0
-        self.failures: list[str] = []
-
-    def record(self, what: str, ok: bool, detail: str = "") -> bool:
-        self.tried += 1
-        if not ok:
-            self.failures.append(f"{what}: {detail}"[:500])
-        return ok
-
-    def line(self) -> str:
-        return f"RELIABILITY {SUITE}: inputs tried {self.tried}, failures {len(self.failures)}"
-
-
 @pytest.fixture(scope="module")
-def counts(request: pytest.FixtureRequest) -> Iterator[Counts]:
-    found = Counts()
+def counts(request: pytest.FixtureRequest) -> Iterator[Tally]:
+    found = Tally("reliability", SUITE)
     yield found
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    text = "\n".join([found.line(), *(f"  FAIL {f}" for f in found.failures)]) + "\n"
-    (ARTIFACTS / f"{SUITE}.txt").write_text(text, encoding="utf-8")
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if reporter is not None and capture is not None:
-        with capture.global_and_fixture_disabled():
-            reporter.write_line(found.line())
-    else:
-        print(found.line())
+    found.write(request.config)
 
 
 def _examples(full_run: bool) -> int:
@@ -119,7 +93,7 @@ def _check_config_error(exc: ConfigError) -> str | None:
 
 
 # ---- property tests ------------------------------------------------------------------------------------------------
-def test_parse_config_raises_only_config_errors(full_run: bool, counts: Counts) -> None:
+def test_parse_config_raises_only_config_errors(full_run: bool, counts: Tally) -> None:
     @_settings(full_run)
     @given(data=CONFIG_INPUTS)
     def prop(data: Any) -> None:
@@ -139,7 +113,7 @@ def test_parse_config_raises_only_config_errors(full_run: bool, counts: Counts) 
     prop()
 
 
-def test_load_yaml_raises_only_config_errors(full_run: bool, counts: Counts) -> None:
+def test_load_yaml_raises_only_config_errors(full_run: bool, counts: Tally) -> None:
     @_settings(full_run)
     @given(text=YAML_TEXT)
     def prop(text: str) -> None:
@@ -158,7 +132,7 @@ def test_load_yaml_raises_only_config_errors(full_run: bool, counts: Counts) -> 
     prop()
 
 
-def test_detect_format_and_convert_row_raise_only_value_errors(full_run: bool, counts: Counts) -> None:
+def test_detect_format_and_convert_row_raise_only_value_errors(full_run: bool, counts: Tally) -> None:
     @_settings(full_run)
     @given(columns=st.lists(st.sampled_from(COLUMNS) | st.text(max_size=10), max_size=6), first=ROWS,
            row=ROWS | JSON, fmt=FORMATS)
@@ -187,7 +161,7 @@ def test_detect_format_and_convert_row_raise_only_value_errors(full_run: bool, c
 # ---- deep nesting and alias bombs ------------------------------------------------------------------------------
 @pytest.mark.parametrize("text", ["[" * 100_000, "a: " + "{b: " * 5000, "- " * 3000 + "x"],
                          ids=["flow-lists", "flow-maps", "block-lists"])
-def test_load_yaml_deep_nesting_is_a_config_error(text: str, counts: Counts) -> None:
+def test_load_yaml_deep_nesting_is_a_config_error(text: str, counts: Tally) -> None:
     """Deeper than any config needs: a ConfigError naming the limit. PyYAML 6.0.3's libyaml has no nesting
     limit and its composer recursed in C until the process died of a segmentation fault (CI, 2026-12-04);
     the pure-Python loader recursed until RecursionError."""
@@ -222,7 +196,7 @@ class CountingLeaf(str):
         return "'x'"
 
 
-def test_config_error_message_does_not_render_the_whole_input(counts: Counts) -> None:
+def test_config_error_message_does_not_render_the_whole_input(counts: Tally) -> None:
     """Deterministic form of the alias bomb: a shared 5-level structure of 9^5 = 59049 leaves as a string field."""
     leaf: Any = CountingLeaf("x")
     for _ in range(5):
@@ -236,7 +210,7 @@ def test_config_error_message_does_not_render_the_whole_input(counts: Counts) ->
     assert ok, f"{rendered} leaves rendered for one error message"
 
 
-def test_yaml_alias_bomb_small_levels_stay_errors(counts: Counts) -> None:
+def test_yaml_alias_bomb_small_levels_stay_errors(counts: Tally) -> None:
     """The alias bomb at sizes that are still cheap: load_yaml answers a ConfigError naming the field."""
     for levels in (2, 3, 4):
         lines = ['a0: &a0 "xxxxxxxxxx"'] + [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]"
@@ -393,14 +367,14 @@ def catalogue_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize("bad", CATALOGUE, ids=[b.name for b in CATALOGUE])
-def test_malformed_file_gives_a_dataset_error(bad: Bad, catalogue_dir: Path, counts: Counts) -> None:
+def test_malformed_file_gives_a_dataset_error(bad: Bad, catalogue_dir: Path, counts: Tally) -> None:
     problems = _read(bad, catalogue_dir / bad.name)
     counts.record(f"read {bad.name}", not problems, "; ".join(problems))
     assert not problems, problems
 
 
 @pytest.mark.parametrize("bad", CRASHING, ids=[b.name for b in CRASHING])
-def test_crashing_file_gives_a_dataset_error(bad: Bad, catalogue_dir: Path, counts: Counts) -> None:
+def test_crashing_file_gives_a_dataset_error(bad: Bad, catalogue_dir: Path, counts: Tally) -> None:
     problems = _read(bad, catalogue_dir / bad.name)
     counts.record(f"read {bad.name}", not problems, "; ".join(problems))
     assert not problems, problems
@@ -421,7 +395,7 @@ def server(catalogue_dir: Path) -> Iterator[Server]:
         kill_processes_mentioning(str(ws.parent))
 
 
-def _post_each(server: Server, files: list[Bad], folder: Path, counts: Counts, row_in_detail: bool = False
+def _post_each(server: Server, files: list[Bad], folder: Path, counts: Tally, row_in_detail: bool = False
                ) -> list[str]:
     """POST each file as dataset_name: 422 whose detail names the file and the problem, and whose detail (with
     row_in_detail) or errors[] name the row; no job created; health still answers."""
@@ -464,24 +438,24 @@ def _post_each(server: Server, files: list[Bad], folder: Path, counts: Counts, r
     return problems
 
 
-def test_server_refuses_each_malformed_file(server: Server, catalogue_dir: Path, counts: Counts) -> None:
+def test_server_refuses_each_malformed_file(server: Server, catalogue_dir: Path, counts: Tally) -> None:
     problems = _post_each(server, CATALOGUE, catalogue_dir, counts)
     assert not problems, problems
     assert server.proc is not None and server.proc.poll() is None
 
 
-def test_server_detail_names_the_row(server: Server, catalogue_dir: Path, counts: Counts) -> None:
+def test_server_detail_names_the_row(server: Server, catalogue_dir: Path, counts: Tally) -> None:
     rows = [b for b in CATALOGUE if b.row is not None]
     problems = _post_each(server, rows, catalogue_dir, counts, row_in_detail=True)
     assert not problems, problems
 
 
-def test_server_refuses_each_crashing_file(server: Server, catalogue_dir: Path, counts: Counts) -> None:
+def test_server_refuses_each_crashing_file(server: Server, catalogue_dir: Path, counts: Tally) -> None:
     problems = _post_each(server, CRASHING, catalogue_dir, counts)
     assert not problems, problems
 
 
-def test_server_still_answers_after_all_of_them(server: Server, counts: Counts) -> None:
+def test_server_still_answers_after_all_of_them(server: Server, counts: Tally) -> None:
     """Runs after both catalogue tests: whatever they answered, the server lives and is healthy."""
     assert server.proc is not None and server.proc.poll() is None, "the server died"
     with httpx.Client(base_url=server.url, timeout=30) as client:

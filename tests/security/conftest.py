@@ -10,9 +10,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import REPO, Server, kill_processes_mentioning, new_workspace
+from helpers import REPO, Server, Tally, kill_processes_mentioning, new_workspace
 
-ARTIFACTS = REPO / "test-artifacts" / "security"
 # Variables that change what a server does with passwords, tokens or its bind address: every server
 # these suites start gets exactly the ones a test sets, never the ones of the shell that runs pytest.
 SCRUBBED = ("SFT_UI_AUTH", "SFT_UI_AUTH_FILE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "GRADIO_SERVER_NAME",
@@ -74,40 +73,10 @@ def kit() -> type[Kit]:
     return Kit
 
 
-class Tally:
-    """Inputs tried and failures (an input whose expectation did not hold) of one suite."""
-
-    def __init__(self, suite: str):
-        self.suite = suite
-        self.tried = 0
-        self.failures: list[str] = []
-
-    def record(self, what: str, ok: bool, detail: str = "") -> bool:
-        self.tried += 1
-        if not ok:
-            self.failures.append(f"{what}: {detail}" if detail else what)
-        return ok
-
-    def line(self) -> str:
-        return f"SECURITY {self.suite}: inputs tried {self.tried}, failures {len(self.failures)}"
-
-    def write(self, config: pytest.Config) -> None:
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        text = "\n".join([self.line(), *(f"  FAIL {f}" for f in self.failures)]) + "\n"
-        (ARTIFACTS / f"{self.suite}.txt").write_text(text, encoding="utf-8")
-        reporter = config.pluginmanager.get_plugin("terminalreporter")
-        capture = config.pluginmanager.get_plugin("capturemanager")
-        if reporter is None or capture is None:
-            print(self.line())
-            return
-        with capture.global_and_fixture_disabled():
-            reporter.write_line(self.line())
-
-
 @pytest.fixture(scope="module")
 def tally(request: pytest.FixtureRequest) -> Iterator[Tally]:
     """One per suite (module; test_paths.py -> 'paths'): written to test-artifacts/security/<suite>.txt and
     printed when the module ends."""
-    found = Tally(Path(str(request.node.path)).stem.removeprefix("test_"))
+    found = Tally("security", Path(str(request.node.path)).stem.removeprefix("test_"))
     yield found
     found.write(request.config)
